@@ -1,0 +1,257 @@
+//! The wire contract between vethtrace's eBPF programs and user space.
+//!
+//! Owns: the event record the programs write into the ring buffer, the load-time configuration
+//! (filter program, kernel structure offsets), stable hook/event/field ids, and map/program names.
+//! Does not own: parsing, decoding into rich types or rendering (those live in `vethtrace`).
+//!
+//! Rules (kunai, aya's integration-common): every wire struct is `#[repr(C)]`, `Copy`, made of
+//! fixed-width integers and byte arrays with explicit padding, and a `const` block below asserts its
+//! size and the offsets user space relies on. Ids are stable numbers; retired ids are never reused.
+#![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "user")]
+mod user;
+#[cfg(feature = "user")]
+pub use user::*;
+
+/// Bumped whenever the layout of [`Event`] changes.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Names of the maps, globals and programs in the eBPF object.
+pub mod names {
+    pub const EVENTS_MAP: &str = "EVENTS";
+    pub const COUNTERS_MAP: &str = "COUNTERS";
+    pub const NETNS_MAP: &str = "NETNS";
+    pub const CONFIG_GLOBAL: &str = "CONFIG";
+    pub const TC_INGRESS_PROG: &str = "vethtrace_tc_ingress";
+    pub const TC_EGRESS_PROG: &str = "vethtrace_tc_egress";
+    pub const KFREE_SKB_PROG: &str = "vethtrace_kfree_skb";
+}
+
+/// What an [`Event`] records.
+pub mod kind {
+    /// A packet seen by a tc hook.
+    pub const PACKET: u8 = 1;
+    /// A packet freed by the kernel with a drop reason (skb:kfree_skb).
+    pub const DROP: u8 = 2;
+}
+
+/// Where an [`Event`] was observed.
+///
+/// A veth's egress on one end is its peer's ingress on the other: user space pairs them through
+/// the topology model, the kernel side only says which hook of which device fired.
+pub mod hook {
+    pub const TC_INGRESS: u8 = 1;
+    pub const TC_EGRESS: u8 = 2;
+    pub const KFREE_SKB: u8 = 3;
+}
+
+/// Bits of [`Event::flags`].
+pub mod flag {
+    /// `inner` holds the encapsulated packet (VXLAN).
+    pub const ENCAP: u8 = 1 << 0;
+    /// Parsing stopped early because the frame ended inside a header.
+    pub const TRUNCATED: u8 = 1 << 1;
+    /// The device had no ifindex we could read (drops after the device was detached).
+    pub const NO_DEVICE: u8 = 1 << 2;
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Events written to the ring buffer.
+    pub const EMITTED: u32 = 0;
+    /// Events that matched but found the ring buffer full.
+    pub const LOST: u32 = 1;
+    /// Packets that the filter rejected.
+    pub const FILTERED: u32 = 2;
+    /// Drop events that matched.
+    pub const DROPS: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// L3/L4 summary of one layer of a packet (the outer packet, or the inner one of a VXLAN frame).
+///
+/// Addresses are in network byte order; IPv4 addresses use the first 4 bytes. Every other integer
+/// is in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// 0x0800 IPv4, 0x86dd IPv6, 0x0806 ARP, or the unparsed ethertype.
+    pub ethertype: u16,
+    /// IPPROTO_* of the transport header (after IPv6 extension headers).
+    pub l4: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 identification, or IPv6 flow label.
+    pub ip_id: u32,
+    pub tcp_seq: u32,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub tcp_flags: u8,
+    /// ARP operation (1 request, 2 reply).
+    pub arp_op: u8,
+    pub icmp_id: u16,
+    pub icmp_seq: u16,
+    /// Outermost 802.1Q/802.1ad VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// IPv4 total length or IPv6 payload length + 40.
+    pub ip_len: u16,
+}
+
+/// One record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The cookie (`net->net_cookie`) of the namespace of the device the packet was on. Read
+    /// from `skb->dev`, not with bpf_get_netns_cookie(), which answers for the sending socket's
+    /// namespace (veth keeps `skb->sk` across namespaces) or init_net.
+    pub netns_cookie: u64,
+    /// For drops: kernel address of the function that freed the skb (resolve with kallsyms).
+    pub location: u64,
+    pub version: u8,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// One of [`hook`].
+    pub hook: u8,
+    /// Bits of [`flag`].
+    pub flags: u8,
+    pub ifindex: u32,
+    /// `skb->len`.
+    pub len: u32,
+    /// `skb->mark`.
+    pub mark: u32,
+    /// For drops: the value of `enum skb_drop_reason` (name it through the kernel's BTF).
+    pub drop_reason: u32,
+    /// Reserved for a packet snapshot following the record; 0 in wire version 1.
+    pub snap_len: u32,
+    pub outer: Flow,
+    pub inner: Flow,
+}
+
+/// Maximum number of instructions in a compiled filter.
+pub const MAX_FILTER_INSNS: usize = 32;
+/// Depth of the filter evaluator's boolean stack.
+pub const MAX_FILTER_STACK: usize = 32;
+
+/// Opcodes of [`FilterInsn`]. A filter is a postfix program over a stack of booleans; an empty
+/// program matches everything.
+pub mod op {
+    /// Push the result of testing `field` against the instruction's operand.
+    pub const TEST: u8 = 1;
+    pub const AND: u8 = 2;
+    pub const OR: u8 = 3;
+    pub const NOT: u8 = 4;
+}
+
+/// Fields a [`op::TEST`] can look at.
+pub mod field {
+    /// Source or destination address, masked (`host`, `net`).
+    pub const HOST: u8 = 1;
+    pub const SRC_HOST: u8 = 2;
+    pub const DST_HOST: u8 = 3;
+    /// IPPROTO_* (`icmp`, `tcp`, `udp`, `icmp6`).
+    pub const L4: u8 = 4;
+    /// Ethertype (`arp`, `ip`, `ip6`).
+    pub const ETHERTYPE: u8 = 5;
+    pub const PORT: u8 = 6;
+    pub const SRC_PORT: u8 = 7;
+    pub const DST_PORT: u8 = 8;
+    /// The packet is VXLAN-encapsulated (`vxlan`).
+    pub const ENCAP: u8 = 9;
+    /// ICMP/ICMPv6 echo identifier (`icmp id N`, used by `vethtrace ping`).
+    pub const ICMP_ID: u8 = 10;
+}
+
+/// One instruction of a compiled filter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterInsn {
+    /// One of [`op`].
+    pub op: u8,
+    /// One of [`field`] (for [`op::TEST`]).
+    pub field: u8,
+    /// For address fields: 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+    /// For numeric fields: the value to compare with.
+    pub value: u32,
+    /// For address fields: `addr & mask == packet address & mask`, as two native-endian words.
+    pub addr: [u64; 2],
+    pub mask: [u64; 2],
+}
+
+/// Load-time configuration, written into the `CONFIG` global before the programs load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bits of [`config_flag`].
+    pub flags: u32,
+    /// Number of valid instructions in `filter`.
+    pub filter_len: u32,
+    pub filter: [FilterInsn; MAX_FILTER_INSNS],
+    /// Offsets into kernel structures, read from the running kernel's BTF, used to walk
+    /// `struct sk_buff` to the device and its namespace (no CO-RE in aya-ebpf's Rust programs).
+    pub offsets: KernelOffsets,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            flags: 0,
+            filter_len: 0,
+            filter: [FilterInsn::default(); MAX_FILTER_INSNS],
+            offsets: KernelOffsets::default(),
+        }
+    }
+}
+
+/// Bits of [`Config::flags`].
+pub mod config_flag {
+    /// Record drops (skb:kfree_skb).
+    pub const DROPS: u32 = 1 << 0;
+    /// Record drops only in the namespaces whose netns cookie is a key of the `NETNS` map
+    /// (the ones being traced), so concurrent traces never see each other's drops.
+    pub const NETNS_FILTER: u32 = 1 << 1;
+}
+
+/// Byte offsets of the kernel fields the drop program reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub skb_len: u32,
+    pub skb_dev: u32,
+    pub skb_head: u32,
+    pub skb_data: u32,
+    pub skb_mark: u32,
+    pub skb_network_header: u32,
+        pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_cookie: u32,
+    pub skb_protocol: u32,
+    /// Non-zero when every offset above was found.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+// The layout user space decodes; a change here is a wire-version bump.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Flow>() == 60);
+    assert!(offset_of!(Flow, ethertype) == 32);
+    assert!(offset_of!(Flow, ip_id) == 40);
+    assert!(offset_of!(Flow, icmp_id) == 52);
+    assert!(size_of::<Event>() == 168);
+    assert!(offset_of!(Event, version) == 24);
+    assert!(offset_of!(Event, ifindex) == 28);
+    assert!(offset_of!(Event, outer) == 48);
+    assert!(offset_of!(Event, inner) == 108);
+    assert!(size_of::<FilterInsn>() == 40);
+    assert!(size_of::<KernelOffsets>() == 48);
+    assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48);
+};
