@@ -1,0 +1,109 @@
+//! skb:kfree_skb (tp_btf): packets the kernel freed with a drop reason.
+//!
+//! aya-ebpf has no CO-RE field access for Rust programs, so `struct sk_buff` is walked with
+//! bpf_probe_read_kernel at offsets user space read from the running kernel's BTF
+//! (`Config::offsets`). Normal consumption goes to skb:consume_skb, not here.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use vethtrace_common::{config_flag, counter, flag, hook, kind, Event, KernelOffsets, WIRE_VERSION};
+
+use crate::{
+    emit::emit,
+    filter,
+    maps::{bump, config, NETNS},
+    parse,
+    skb::{device, field},
+};
+
+/// The packet's bytes from its network header: `base` is kernel memory, `len` how much of it
+/// belongs to the packet.
+struct KernelBytes {
+    base: *const u8,
+    len: usize,
+}
+
+impl parse::Reader for KernelBytes {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        if off + core::mem::size_of::<T>() > self.len {
+            return None;
+        }
+        // SAFETY: bpf_probe_read_kernel tolerates faults; the bound above keeps us inside the skb.
+        unsafe { bpf_probe_read_kernel(self.base.add(off).cast::<T>()).ok() }
+    }
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn vethtrace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let flags = config(|c| &c.flags);
+    let o: KernelOffsets = config(|c| &c.offsets);
+    if flags & config_flag::DROPS == 0 || o.valid == 0 {
+        return 0;
+    }
+    // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+    let skb: *const u8 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    trace_drop(skb, location, reason, flags, &o);
+    0
+}
+
+#[inline(always)]
+fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &KernelOffsets) {
+    // Namespace first: drops elsewhere (another trace's lab, the host) cost one lookup.
+    let dev = device(skb, o);
+    if flags & config_flag::NETNS_FILTER != 0 {
+        let cookie = dev.map_or(0, |(_, c)| c);
+        // SAFETY: the value is only tested for presence.
+        if unsafe { NETNS.get(&cookie) }.is_none() {
+            return;
+        }
+    }
+    let mut ev = Event {
+        version: WIRE_VERSION,
+        kind: kind::DROP,
+        hook: hook::KFREE_SKB,
+        location,
+        drop_reason: reason,
+        ..Default::default()
+    };
+    let head: u64 = field(skb, o.skb_head);
+    let data: u64 = field(skb, o.skb_data);
+    let len: u32 = field(skb, o.skb_len);
+    let nh: u16 = field(skb, o.skb_network_header);
+    // skb->protocol is the ethertype in network byte order.
+    let ethertype: u16 = u16::from_be(field::<u16>(skb, o.skb_protocol));
+    // Bytes from the network header to the end of the packet: len counts from data.
+    let data_off = data.wrapping_sub(head) as i64;
+    let avail = len as i64 + data_off - nh as i64;
+    if head == 0 || avail <= 0 || ethertype == 0 {
+        ev.flags |= flag::TRUNCATED;
+    } else {
+        let bytes = KernelBytes {
+            base: (head + nh as u64) as *const u8,
+            len: avail as usize,
+        };
+        ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
+    }
+    if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
+        bump(counter::FILTERED);
+        return;
+    }
+    ev.len = len;
+    ev.mark = field(skb, o.skb_mark);
+    match dev {
+        Some((ifindex, cookie)) => {
+            ev.ifindex = ifindex;
+            ev.netns_cookie = cookie;
+        }
+        None => ev.flags |= flag::NO_DEVICE,
+    }
+    // SAFETY: no preconditions.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    bump(counter::DROPS);
+    emit(&ev);
+}
