@@ -9,7 +9,9 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use vethtrace_common::{config_flag, counter, flag, hook, kind, Event, KernelOffsets, WIRE_VERSION};
+use vethtrace_common::{
+    config_flag, counter, flag, hook, kind, Event, KernelOffsets, WIRE_VERSION,
+};
 
 use crate::{
     emit::emit,
@@ -59,7 +61,7 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     if flags & config_flag::NETNS_FILTER != 0 {
         let cookie = dev.map_or(0, |(_, c)| c);
         // SAFETY: the value is only tested for presence.
-        if unsafe { NETNS.get(&cookie) }.is_none() {
+        if unsafe { NETNS.get(cookie) }.is_none() {
             return;
         }
     }

@@ -45,7 +45,9 @@ fn test(insn: &FilterInsn, f: &Flow, encap: bool) -> bool {
         field::DST_HOST => addr_eq(insn, f, &f.dst),
         field::L4 => has_l4(f) && f.l4 as u32 == insn.value,
         field::ETHERTYPE => f.ethertype as u32 == insn.value,
-        field::PORT => has_ports(f) && (f.sport as u32 == insn.value || f.dport as u32 == insn.value),
+        field::PORT => {
+            has_ports(f) && (f.sport as u32 == insn.value || f.dport as u32 == insn.value)
+        }
         field::SRC_PORT => has_ports(f) && f.sport as u32 == insn.value,
         field::DST_PORT => has_ports(f) && f.dport as u32 == insn.value,
         field::ENCAP => encap,

@@ -9,7 +9,9 @@ use vethtrace_common::KernelOffsets;
 pub fn field<T: Copy + Default>(base: *const u8, off: u32) -> T {
     // SAFETY: bpf_probe_read_kernel tolerates any address: a bad one returns an error, which
     // becomes the default value.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default() }
+    unsafe {
+        bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default()
+    }
 }
 
 /// The device an skb is on: (ifindex, netns cookie), or None when it has no device.
