@@ -1,0 +1,255 @@
+//! The attach registry: one owner for every tc attachment in every namespace.
+//!
+//! Attaching happens on a worker thread that enters each namespace in turn (ifindexes and names
+//! are per namespace). TCX links are tried first; clsact (netlink) is the fallback or can be
+//! forced. Dropping [`Attachments`] detaches everything in reverse order: TCX links by closing
+//! their fds, clsact filters from inside their namespace (a netlink detach from anywhere else
+//! would address the wrong ifindex). Nothing else's qdiscs or filters are ever touched.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    programs::{
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    Ebpf,
+};
+use vethtrace_common::names;
+
+use crate::netns::{self, NetnsPath};
+
+/// How tc programs are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttachMode {
+    /// TCX links, falling back to clsact when the kernel has no TCX.
+    #[default]
+    Auto,
+    /// TCX links only (Linux ≥ 6.6).
+    Tcx,
+    /// clsact qdisc + bpf filter via netlink.
+    Clsact,
+}
+
+/// The mechanism actually used for one attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Tcx,
+    Clsact,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::Tcx => "TCX",
+            Mechanism::Clsact => "clsact",
+        })
+    }
+}
+
+/// vethtrace's own priority for clsact filters, so it never collides with a CNI's.
+pub const CLSACT_PRIORITY: u16 = 0xbeef;
+
+/// One namespace as seen while attaching: its identity and the interfaces we attached to.
+#[derive(Debug, Clone)]
+pub struct AttachedNetns {
+    pub path: NetnsPath,
+    pub inode: u64,
+    pub cookie: u64,
+    /// (ifindex, name) of every interface hooked in both directions.
+    pub interfaces: Vec<(u32, String)>,
+}
+
+/// Which interfaces of a namespace to hook.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these interface names (all but `lo` when empty).
+    pub ifnames: Vec<String>,
+}
+
+struct Owned {
+    netns: NetnsPath,
+    link: SchedClassifierLink,
+    mechanism: Mechanism,
+}
+
+/// Everything attached. Detaches on drop, in reverse order.
+pub struct Attachments {
+    links: Vec<Owned>,
+    pub namespaces: Vec<AttachedNetns>,
+}
+
+impl Attachments {
+    /// Number of (interface, direction) hooks.
+    pub fn hooks(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The mechanisms in use, for the capability line.
+    pub fn mechanisms(&self) -> Vec<Mechanism> {
+        let mut m: Vec<Mechanism> = self.links.iter().map(|o| o.mechanism).collect();
+        m.sort_by_key(|m| *m as u8);
+        m.dedup();
+        m
+    }
+}
+
+impl Drop for Attachments {
+    fn drop(&mut self) {
+        let mut by_ns: HashMap<NetnsPath, Vec<SchedClassifierLink>> = HashMap::new();
+        while let Some(o) = self.links.pop() {
+            match o.mechanism {
+                // Closing the link fd detaches, from any namespace.
+                Mechanism::Tcx => drop(o.link),
+                Mechanism::Clsact => by_ns.entry(o.netns).or_default().push(o.link),
+            }
+        }
+        for (path, links) in by_ns {
+            let result = netns::run_in(&path, move || {
+                drop(links);
+                Ok(())
+            });
+            // A namespace that is gone took its filters with it. (The links were moved into
+            // the closure; if entering failed they were dropped on the worker thread before
+            // it entered anything, which cannot address another namespace's interfaces since
+            // the netlink detach errors out on a missing ifindex/handle pair.)
+            let _ = result;
+        }
+    }
+}
+
+/// Attaches both tc programs to the selected interfaces of every namespace in `targets`.
+/// A namespace that vanished meanwhile is skipped; any other failure detaches what was done
+/// and returns the error.
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    targets: &[NetnsPath],
+    selection: &Selection,
+    mode: AttachMode,
+) -> Result<Attachments> {
+    let mut progs: HashMap<&str, &mut SchedClassifier> = HashMap::new();
+    for (name, prog) in ebpf.programs_mut() {
+        if name == names::TC_INGRESS_PROG || name == names::TC_EGRESS_PROG {
+            progs.insert(name, prog.try_into()?);
+        }
+    }
+    let ingress = progs
+        .remove(names::TC_INGRESS_PROG)
+        .ok_or_else(|| anyhow!("the eBPF object has no {}", names::TC_INGRESS_PROG))?;
+    let egress = progs
+        .remove(names::TC_EGRESS_PROG)
+        .ok_or_else(|| anyhow!("the eBPF object has no {}", names::TC_EGRESS_PROG))?;
+
+    let mut out = Attachments {
+        links: Vec::new(),
+        namespaces: Vec::new(),
+    };
+    let results = netns::run_in_each(targets, |path| {
+        let mut links = Vec::new();
+        let r = attach_here(ingress, egress, path, selection, mode, &mut links);
+        // Links are returned even on error so the registry detaches them.
+        Ok((r, links))
+    });
+    let mut first_err = None;
+    for (path, r) in targets.iter().zip(results) {
+        match r {
+            Ok((Ok(ns), links)) => {
+                out.links.extend(links);
+                out.namespaces.push(ns);
+            }
+            Ok((Err(e), links)) => {
+                out.links.extend(links);
+                first_err.get_or_insert(e);
+            }
+            // The namespace could not be entered: it vanished, or we lack privileges.
+            Err(e) => {
+                if path.exists() {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn attach_here(
+    ingress: &mut SchedClassifier,
+    egress: &mut SchedClassifier,
+    path: &std::path::Path,
+    selection: &Selection,
+    mode: AttachMode,
+    links: &mut Vec<Owned>,
+) -> Result<AttachedNetns> {
+    let mut ns = AttachedNetns {
+        path: path.to_path_buf(),
+        inode: netns::inode(path)?,
+        cookie: netns::cookie_of_current()?,
+        interfaces: Vec::new(),
+    };
+    let all = nix::net::if_::if_nameindex().context("list interfaces")?;
+    for iface in all.iter() {
+        let name = iface.name().to_string_lossy().into_owned();
+        let wanted = if selection.ifnames.is_empty() {
+            name != "lo"
+        } else {
+            selection.ifnames.contains(&name)
+        };
+        if !wanted {
+            continue;
+        }
+        for (prog, dir) in [
+            (&mut *ingress, TcAttachType::Ingress),
+            (&mut *egress, TcAttachType::Egress),
+        ] {
+            let (link, mechanism) = attach_one(prog, &name, dir, mode)
+                .with_context(|| format!("attach to {name} in {}", path.display()))?;
+            links.push(Owned {
+                netns: path.to_path_buf(),
+                link,
+                mechanism,
+            });
+        }
+        ns.interfaces.push((iface.index(), name));
+    }
+    Ok(ns)
+}
+
+fn attach_one(
+    prog: &mut SchedClassifier,
+    ifname: &str,
+    dir: TcAttachType,
+    mode: AttachMode,
+) -> Result<(SchedClassifierLink, Mechanism)> {
+    if mode != AttachMode::Clsact {
+        match prog.attach_with_options(ifname, dir, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        {
+            Ok(id) => return Ok((prog.take_link(id)?, Mechanism::Tcx)),
+            Err(e) if mode == AttachMode::Tcx => {
+                return Err(e)
+                    .context("TCX attach failed (needs Linux ≥ 6.6; try --attach-mode clsact)")
+            }
+            Err(_) => {}
+        }
+    }
+    // clsact: create the qdisc only if absent (EEXIST means someone, maybe a CNI, has one).
+    if let Err(e) = tc::qdisc_add_clsact(ifname) {
+        let exists =
+            matches!(&e, tc::TcError::NetlinkError(io) if io.raw_os_error() == Some(libc::EEXIST));
+        if !exists {
+            return Err(e).context("add clsact qdisc");
+        }
+    }
+    let id = prog.attach_with_options(
+        ifname,
+        dir,
+        TcAttachOptions::Netlink(NlOptions {
+            priority: CLSACT_PRIORITY,
+            ..NlOptions::default()
+        }),
+    )?;
+    Ok((prog.take_link(id)?, Mechanism::Clsact))
+}

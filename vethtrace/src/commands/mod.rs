@@ -1,0 +1,19 @@
+//! One file per subcommand; `dispatch` routes a parsed command line to it.
+
+pub mod demo;
+pub mod lab;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Demo(args) => demo::run(&args, &mut out),
+        Command::Lab(cmd) => lab::run(&cmd, &mut out),
+    }
+}

@@ -1,0 +1,106 @@
+//! Up-front privilege checks, so a missing capability is one clear line before anything is
+//! loaded or attached, instead of an EPERM from deep inside the loader.
+
+use anyhow::Result;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process.
+pub fn effective() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .unwrap_or(0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// What loading and attaching everywhere needs. CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON.
+pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF (load eBPF programs)");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON (read kernel memory for drop reasons)");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN (attach tc programs)");
+    }
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN (enter other network namespaces)");
+    }
+    missing
+}
+
+/// What reading other namespaces' links needs.
+pub fn missing_for_topology(caps: u64) -> Vec<&'static str> {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN (enter other network namespaces)");
+    }
+    missing
+}
+
+fn check(missing: Vec<&'static str>, what: &str) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{what} needs {}: run as root (sudo vethtrace …) or grant the capabilities",
+        missing.join(", ")
+    )
+}
+
+/// Fails with one line naming every missing capability.
+pub fn require_tracing() -> Result<()> {
+    check(missing_for_tracing(effective()), "tracing")
+}
+
+pub fn require_topology() -> Result<()> {
+    check(
+        missing_for_topology(effective()),
+        "reading other namespaces",
+    )
+}
+
+/// Fails unless running as root (the lab commands run `ip`, `iptables` and `sysctl`).
+pub fn require_root(what: &str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        anyhow::bail!("{what} must run as root: it creates network namespaces (try sudo)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1ff_ffff_ffff));
+        assert!(missing_for_tracing(0x1ff_ffff_ffff).is_empty());
+    }
+
+    #[test]
+    fn names_each_missing_capability() {
+        let m = missing_for_tracing(0);
+        assert_eq!(m.len(), 4);
+        assert!(m[0].starts_with("CAP_BPF"));
+        // CAP_SYS_ADMIN alone stands in for CAP_BPF and CAP_PERFMON, but not CAP_NET_ADMIN.
+        let m = missing_for_tracing(1 << CAP_SYS_ADMIN);
+        assert_eq!(m, vec!["CAP_NET_ADMIN (attach tc programs)"]);
+    }
+}

@@ -1,0 +1,4 @@
+//! Rendering: pure functions from correlated packets and findings to text or JSON, writing to
+//! `impl Write` so they are tested without a kernel.
+
+pub mod text;

@@ -1,0 +1,233 @@
+//! Human-readable output: one line per packet, one per hop with the time since the packet's
+//! first hop, drops marked, and the findings that explain them.
+
+use std::io::{self, Write};
+
+use vethtrace_common::Flow;
+
+use crate::{
+    correlate::PacketPath,
+    decode::{proto_name, Observation, What},
+    diagnose::Finding,
+};
+
+/// `ICMP echo request 192.168.88.11 > 192.168.88.12 id 7 seq 1` and the like.
+pub fn describe_flow(f: &Flow) -> String {
+    let proto = proto_name(f);
+    let (Some(src), Some(dst)) = (f.src_ip(), f.dst_ip()) else {
+        return format!("{proto} ethertype {:#06x}", f.ethertype);
+    };
+    match proto {
+        "ARP" => match f.arp_op {
+            1 => format!("ARP who-has {dst} tell {src}"),
+            2 => format!("ARP reply {src} is-at …, to {dst}"),
+            op => format!("ARP op {op} {src} > {dst}"),
+        },
+        "ICMP" | "ICMP6" => {
+            let what = icmp_name(f);
+            if matches!((f.l4, f.icmp_type), (1, 0 | 8) | (58, 128 | 129)) {
+                format!(
+                    "{proto} {what} {src} > {dst} id {} seq {}",
+                    f.icmp_id, f.icmp_seq
+                )
+            } else {
+                format!("{proto} {what} {src} > {dst}")
+            }
+        }
+        "TCP" => format!(
+            "TCP {src}:{} > {dst}:{} [{}] seq {}",
+            f.sport,
+            f.dport,
+            tcp_flags(f.tcp_flags),
+            f.tcp_seq
+        ),
+        "UDP" => format!("UDP {src}:{} > {dst}:{}", f.sport, f.dport),
+        _ => format!("{proto} {src} > {dst} proto {}", f.l4),
+    }
+}
+
+fn icmp_name(f: &Flow) -> String {
+    match (f.l4, f.icmp_type, f.icmp_code) {
+        (1, 8, _) | (58, 128, _) => "echo request".into(),
+        (1, 0, _) | (58, 129, _) => "echo reply".into(),
+        (1, 3, 4) => "unreachable, fragmentation needed".into(),
+        (1, 3, c) => format!("unreachable code {c}"),
+        (1, 11, _) | (58, 3, _) => "time exceeded".into(),
+        (58, 1, _) => "unreachable".into(),
+        (58, 2, _) => "packet too big".into(),
+        (58, 135, _) => "neighbor solicitation".into(),
+        (58, 136, _) => "neighbor advertisement".into(),
+        (_, t, c) => format!("type {t} code {c}"),
+    }
+}
+
+fn tcp_flags(bits: u8) -> String {
+    let names = [
+        (0x02, 'S'),
+        (0x10, '.'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+    ];
+    names
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// Where a hop happened: `node br-veth01 ingress`.
+pub fn hop_place(h: &Observation) -> String {
+    let ifname = h.ifname.as_deref().unwrap_or("-");
+    match &h.what {
+        What::Hook(dir) => format!("{} {ifname} {dir}", h.netns),
+        What::Drop { .. } | What::Freed { .. } => format!("{}, on {ifname}", h.netns),
+    }
+}
+
+/// Microseconds since `t0`, `+12µs`.
+pub fn since(t0: u64, ts: u64) -> String {
+    format!("+{}µs", ts.saturating_sub(t0) / 1000)
+}
+
+/// One packet: a header line, then its hops.
+pub fn packet(out: &mut impl Write, p: &PacketPath, indent: &str) -> io::Result<()> {
+    let flow = p.flow();
+    writeln!(out, "{indent}{}", describe_flow(&flow))?;
+    let t0 = p.first_ts();
+    let width = p
+        .hops
+        .iter()
+        .map(|h| hop_place(h).chars().count())
+        .max()
+        .unwrap_or(0);
+    for h in &p.hops {
+        let place = hop_place(h);
+        let encap = if h.inner.is_some() { "  (vxlan)" } else { "" };
+        match &h.what {
+            What::Hook(_) => writeln!(
+                out,
+                "{indent}  {place:<width$}  {:>8}{encap}",
+                since(t0, h.ts_ns)
+            )?,
+            What::Drop { reason, location } => writeln!(
+                out,
+                "{indent}  ✗ dropped in {place}: {reason} at {location}  {}",
+                since(t0, h.ts_ns)
+            )?,
+            What::Freed {
+                reason,
+                location,
+                why,
+            } => writeln!(
+                out,
+                "{indent}  · freed in {place}: {reason} at {location} ({why})  {}",
+                since(t0, h.ts_ns)
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Findings under a packet: what happened, why, and what to change.
+pub fn findings(out: &mut impl Write, f: &[Finding], indent: &str) -> io::Result<()> {
+    for x in f {
+        writeln!(out, "{indent}→ {}", x.message)?;
+        if !x.evidence.is_empty() {
+            writeln!(out, "{indent}  evidence: {}", x.evidence)?;
+        }
+        if !x.fix.is_empty() {
+            writeln!(out, "{indent}  fix: {}", x.fix)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Dir;
+
+    fn flow() -> Flow {
+        let mut f = Flow {
+            ethertype: 0x0800,
+            l4: 1,
+            icmp_type: 8,
+            icmp_id: 7,
+            icmp_seq: 1,
+            ..Default::default()
+        };
+        f.src[..4].copy_from_slice(&[192, 168, 88, 11]);
+        f.dst[..4].copy_from_slice(&[192, 168, 88, 12]);
+        f
+    }
+
+    fn hop(ts: u64, ns: &str, ifname: &str, what: What) -> Observation {
+        Observation {
+            ts_ns: ts,
+            netns_cookie: 0,
+            netns: ns.into(),
+            ifindex: 0,
+            ifname: Some(ifname.into()),
+            what,
+            len: 84,
+            mark: 0,
+            outer: flow(),
+            inner: None,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn describes_common_packets() {
+        assert_eq!(
+            describe_flow(&flow()),
+            "ICMP echo request 192.168.88.11 > 192.168.88.12 id 7 seq 1"
+        );
+        let mut t = flow();
+        t.l4 = 6;
+        t.sport = 40000;
+        t.dport = 80;
+        t.tcp_flags = 0x02;
+        t.tcp_seq = 5;
+        assert_eq!(
+            describe_flow(&t),
+            "TCP 192.168.88.11:40000 > 192.168.88.12:80 [S] seq 5"
+        );
+    }
+
+    #[test]
+    fn renders_hops_with_times_and_the_drop() {
+        let p = PacketPath {
+            key: crate::correlate::PacketKey::of(&flow()),
+            hops: vec![
+                hop(1_000, "ns01", "veth01", What::Hook(Dir::Egress)),
+                hop(7_000, "node", "br-veth01", What::Hook(Dir::Ingress)),
+                hop(
+                    9_000,
+                    "node",
+                    "br-veth01",
+                    What::Drop {
+                        reason: "NETFILTER_DROP".into(),
+                        location: "nf_hook_slow+0x9c".into(),
+                    },
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        packet(&mut out, &p, "").expect("write");
+        let s = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ICMP echo request 192.168.88.11 > 192.168.88.12 id 7 seq 1"
+        );
+        assert_eq!(lines[1], "  ns01 veth01 egress          +0µs");
+        assert_eq!(lines[2], "  node br-veth01 ingress      +6µs");
+        assert_eq!(
+            lines[3],
+            "  ✗ dropped in node, on br-veth01: NETFILTER_DROP at nf_hook_slow+0x9c  +8µs"
+        );
+    }
+}
