@@ -1,0 +1,42 @@
+//! Shared helpers for vethtrace's integration tests.
+//!
+//! Privileged tests call [`privileged`] first: outside CI it skips (with a printed reason) when
+//! the process lacks root or the eBPF object; under CI or `cargo xtask test`
+//! (VETHTRACE_REQUIRE_PRIVILEGED=1) it fails instead, so a green run always ran them.
+
+use std::path::PathBuf;
+
+/// Whether privileged tests must run (CI or `cargo xtask test`).
+pub fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("VETHTRACE_REQUIRE_PRIVILEGED").is_some()
+}
+
+/// Returns true when the test may go on; false (after printing why) when it should skip.
+/// Panics when skipping is not allowed.
+pub fn privileged(test: &str) -> bool {
+    let mut why = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        why.push("not root");
+    }
+    if vethtrace::ebpf_object::bytes().is_err() {
+        why.push("built without the eBPF object (run `cargo xtask build-ebpf`)");
+    }
+    if why.is_empty() {
+        return true;
+    }
+    let why = why.join(", ");
+    assert!(!required(), "{test}: privileged test cannot run: {why}");
+    eprintln!("skipped {test}: {why}");
+    false
+}
+
+/// The vethtrace binary built for these tests.
+pub fn binary() -> PathBuf {
+    // tests/ is a workspace member: the binary sits in the shared target directory.
+    let mut p = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    p.pop();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| p.join("target"));
+    target.join("debug/vethtrace")
+}
