@@ -19,7 +19,10 @@ pub fn run() -> Result<()> {
     if std::fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
         std::fs::create_dir_all(root.join("target/bpf"))?;
         std::fs::write(&dest, &bytes).with_context(|| format!("write {}", dest.display()))?;
-        cmd::say(&format!("eBPF object updated: {OBJECT} ({} bytes)", bytes.len()));
+        cmd::say(&format!(
+            "eBPF object updated: {OBJECT} ({} bytes)",
+            bytes.len()
+        ));
     }
     Ok(())
 }

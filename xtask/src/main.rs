@@ -16,7 +16,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "vethtrace's build, setup, demo and test tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "vethtrace's build, setup, demo and test tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -90,7 +93,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(["--edition", "2021", "--check", "vethtrace-ebpf/src/main.rs"])
             .current_dir(cmd::root()),
     )?;
-    cmd::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cmd::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The black-box tests run the real binary.
     cmd::cargo(&["build", "--package", "vethtrace"])?;
     let mut args = vec!["test", "--workspace", "--no-fail-fast"];

@@ -36,12 +36,18 @@ pub fn run() -> Result<()> {
         return Ok(());
     }
     let is_root = cmd::output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0");
-    let is_debian = Path::new("/etc/debian_version").exists() && Path::new("/usr/bin/apt-get").exists();
-    if !missing_pkgs.is_empty() && !(is_root && is_debian) {
+    let is_debian =
+        Path::new("/etc/debian_version").exists() && Path::new("/usr/bin/apt-get").exists();
+    let can_install = is_root && is_debian;
+    if !missing_pkgs.is_empty() && !can_install {
         bail!(
             "setup needs root on Debian to install packages; install by hand: {}{}{}",
             missing_pkgs.join(" "),
-            if need_rust_src { "; `rustup component add rust-src --toolchain nightly`" } else { "" },
+            if need_rust_src {
+                "; `rustup component add rust-src --toolchain nightly`"
+            } else {
+                ""
+            },
             if need_linker {
                 "; `LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker@0.13.0 --no-default-features --features llvm-22`"
             } else {
@@ -50,7 +56,10 @@ pub fn run() -> Result<()> {
         );
     }
     if !missing_pkgs.is_empty() {
-        cmd::say(&format!("setup: installing Debian packages: {}", missing_pkgs.join(" ")));
+        cmd::say(&format!(
+            "setup: installing Debian packages: {}",
+            missing_pkgs.join(" ")
+        ));
         cmd::run(Command::new("apt-get").arg("update").arg("-qq"))?;
         cmd::run(
             Command::new("apt-get")
@@ -61,7 +70,13 @@ pub fn run() -> Result<()> {
     }
     if need_rust_src {
         cmd::say("setup: adding rust-src to the nightly toolchain (for -Z build-std=core)");
-        cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     if need_linker {
         cmd::say(&format!(
@@ -108,16 +123,25 @@ fn missing_packages() -> Vec<&'static str> {
         .filter(|p| {
             !out.lines().any(|l| {
                 let mut it = l.split_whitespace();
-                it.next().is_some_and(|n| n.split(':').next() == Some(*p)) && it.next() == Some("installed")
+                it.next().is_some_and(|n| n.split(':').next() == Some(*p))
+                    && it.next() == Some("installed")
             })
         })
         .collect()
 }
 
 fn has_rust_src() -> bool {
-    cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]).env_remove("RUSTUP_TOOLCHAIN"))
-        .map(|s| Path::new(s.trim()).join("lib/rustlib/src/rust/library/core").is_dir())
-        .unwrap_or(false)
+    cmd::output(
+        Command::new("rustc")
+            .args(["+nightly", "--print", "sysroot"])
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+    .map(|s| {
+        Path::new(s.trim())
+            .join("lib/rustlib/src/rust/library/core")
+            .is_dir()
+    })
+    .unwrap_or(false)
 }
 
 fn has_bpf_linker() -> bool {
