@@ -54,6 +54,8 @@ pub mod flag {
     pub const TRUNCATED: u8 = 1 << 1;
     /// The device had no ifindex we could read (drops after the device was detached).
     pub const NO_DEVICE: u8 = 1 << 2;
+    /// The snapshot after the record starts at the network header (drops), not at Ethernet.
+    pub const SNAP_L3: u8 = 1 << 3;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -128,10 +130,23 @@ pub struct Event {
     pub mark: u32,
     /// For drops: the value of `enum skb_drop_reason` (name it through the kernel's BTF).
     pub drop_reason: u32,
-    /// Reserved for a packet snapshot following the record; 0 in wire version 1.
+    /// Valid bytes of the packet snapshot that follows the record as an [`EventSnap`]
+    /// (`config_flag::SNAP`); 0 when the record is a bare `Event`.
     pub snap_len: u32,
     pub outer: Flow,
     pub inner: Flow,
+}
+
+/// Bytes of each packet copied after the record when snapshots are on (`-w FILE.pcapng`):
+/// enough for Ethernet + VLANs + IPv6 with options + TCP, or a VXLAN frame's inner headers.
+pub const SNAP_LEN: usize = 192;
+
+/// An [`Event`] followed by the first bytes of its packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSnap {
+    pub event: Event,
+    pub snap: [u8; SNAP_LEN],
 }
 
 /// Maximum number of instructions in a compiled filter.
@@ -218,6 +233,8 @@ pub mod config_flag {
     /// Record drops only in the namespaces whose netns cookie is a key of the `NETNS` map
     /// (the ones being traced), so concurrent traces never see each other's drops.
     pub const NETNS_FILTER: u32 = 1 << 1;
+    /// Copy the first `SNAP_LEN` bytes of each packet after its record (`EventSnap`).
+    pub const SNAP: u32 = 1 << 2;
 }
 
 /// Byte offsets of the kernel fields the drop program reads.
@@ -230,7 +247,7 @@ pub struct KernelOffsets {
     pub skb_data: u32,
     pub skb_mark: u32,
     pub skb_network_header: u32,
-        pub dev_ifindex: u32,
+    pub dev_ifindex: u32,
     pub dev_nd_net: u32,
     pub net_cookie: u32,
     pub skb_protocol: u32,
@@ -251,6 +268,8 @@ const _: () = {
     assert!(offset_of!(Event, ifindex) == 28);
     assert!(offset_of!(Event, outer) == 48);
     assert!(offset_of!(Event, inner) == 108);
+    assert!(size_of::<EventSnap>() == 168 + SNAP_LEN);
+    assert!(SNAP_LEN % 8 == 0);
     assert!(size_of::<FilterInsn>() == 40);
     assert!(size_of::<KernelOffsets>() == 48);
     assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48);

@@ -1,7 +1,7 @@
 //! User-side helpers for the wire types: `aya::Pod` so they can be written into globals, and
 //! checked decoding of ring-buffer records.
 
-use crate::{hook, kind, Config, Event, FilterInsn, Flow, KernelOffsets, WIRE_VERSION};
+use crate::{hook, kind, Config, Event, FilterInsn, Flow, KernelOffsets, SNAP_LEN, WIRE_VERSION};
 
 // SAFETY: all four are #[repr(C)], Copy, made only of integers and integer arrays with explicit
 // padding (asserted in lib.rs), so every bit pattern is a valid value.
@@ -65,6 +65,14 @@ impl Event {
             h => return Err(DecodeError::UnknownHook(h)),
         }
         Ok(ev)
+    }
+
+    /// The packet snapshot that follows the record, if any (`snap_len` bytes, bounded by what
+    /// the record actually carries).
+    pub fn snapshot<'a>(&self, record: &'a [u8]) -> &'a [u8] {
+        let start = core::mem::size_of::<Event>();
+        let len = (self.snap_len as usize).min(SNAP_LEN);
+        record.get(start..start + len).unwrap_or(&[])
     }
 
     /// The record's bytes, as the eBPF side writes them (used by tests and benchmarks).
@@ -188,6 +196,23 @@ mod tests {
         assert_eq!(
             Event::decode(ev.as_bytes()),
             Err(DecodeError::Version(WIRE_VERSION + 1))
+        );
+    }
+
+    #[test]
+    fn snapshot_follows_the_record_and_is_bounded() {
+        let mut ev = sample();
+        ev.snap_len = 4;
+        let mut rec = ev.as_bytes().to_vec();
+        rec.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        let back = Event::decode(&rec).expect("decodes");
+        assert_eq!(back.snapshot(&rec), &[1, 2, 3, 4]);
+        // A length larger than the record carries yields nothing rather than a panic.
+        ev.snap_len = 100;
+        let rec = ev.as_bytes().to_vec();
+        assert_eq!(
+            Event::decode(&rec).expect("decodes").snapshot(&rec),
+            &[] as &[u8]
         );
     }
 

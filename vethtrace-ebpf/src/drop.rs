@@ -5,18 +5,18 @@
 //! (`Config::offsets`). Normal consumption goes to skb:consume_skb, not here.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use vethtrace_common::{
-    config_flag, counter, flag, hook, kind, Event, KernelOffsets, WIRE_VERSION,
+    config_flag, counter, flag, hook, kind, Event, KernelOffsets, SNAP_LEN, WIRE_VERSION,
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, emit_snap},
     filter,
-    maps::{bump, config, NETNS},
+    maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
     parse,
     skb::{device, field},
 };
@@ -65,7 +65,14 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
             return;
         }
     }
-    let mut ev = Event {
+    let Some(slot) = SCRATCH.get_ptr_mut(SCRATCH_DROP) else {
+        return;
+    };
+    // SAFETY: this CPU's drop slot (the tc programs use another one, so a drop traced while a
+    // tc program runs on the same CPU cannot overwrite its event).
+    let slot = unsafe { &mut *slot };
+    let ev = &mut slot.event;
+    *ev = Event {
         version: WIRE_VERSION,
         kind: kind::DROP,
         hook: hook::KFREE_SKB,
@@ -82,11 +89,12 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     // Bytes from the network header to the end of the packet: len counts from data.
     let data_off = data.wrapping_sub(head) as i64;
     let avail = len as i64 + data_off - nh as i64;
+    let l3 = (head + nh as u64) as *const u8;
     if head == 0 || avail <= 0 || ethertype == 0 {
         ev.flags |= flag::TRUNCATED;
     } else {
         let bytes = KernelBytes {
-            base: (head + nh as u64) as *const u8,
+            base: l3,
             len: avail as usize,
         };
         ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
@@ -107,5 +115,21 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     bump(counter::DROPS);
-    emit(&ev);
+    if flags & config_flag::SNAP == 0 || avail <= 0 {
+        emit(ev);
+        return;
+    }
+    // Verifier: the size must be provably in 1..=SNAP_LEN.
+    let n = (avail as u64).min(SNAP_LEN as u64) as u32;
+    if n == 0 || n > SNAP_LEN as u32 {
+        emit(ev);
+        return;
+    }
+    ev.flags |= flag::SNAP_L3;
+    // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN; a
+    // bad source address makes the helper fail, not fault.
+    let rc =
+        unsafe { generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.cast()) };
+    slot.event.snap_len = if rc == 0 { n } else { 0 };
+    emit_snap(slot);
 }

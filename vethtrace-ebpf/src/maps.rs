@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use vethtrace_common::{counter, Config};
+use vethtrace_common::{counter, Config, EventSnap};
 
 /// Events for user space. The loader resizes it (`--ring-size`); this is the default.
 #[map(name = "EVENTS")]
@@ -14,6 +14,15 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 /// Per-CPU counters, indexed by `vethtrace_common::counter`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Where each program builds its event (and snapshot) before writing it to the ring: a
+/// 360-byte record does not fit next to the parser on the 512-byte BPF stack.
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<EventSnap> = PerCpuArray::with_max_entries(2, 0);
+/// SCRATCH slot of the tc programs.
+pub const SCRATCH_TC: u32 = 0;
+/// SCRATCH slot of the drop program.
+pub const SCRATCH_DROP: u32 = 1;
 
 /// Netns cookies of the traced namespaces (with `config_flag::NETNS_FILTER`); values unused.
 #[map(name = "NETNS")]

@@ -1,14 +1,19 @@
 //! tc entry points (TCX or clsact): one per direction, the same code behind both.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::classifier,
+    programs::TcContext,
 };
-use vethtrace_common::{counter, flag, hook, kind, Event, KernelOffsets, WIRE_VERSION};
+use vethtrace_common::{
+    config_flag, counter, flag, hook, kind, Event, KernelOffsets, SNAP_LEN, WIRE_VERSION,
+};
 
 use crate::{
-    emit::emit,
+    emit::{emit, emit_snap},
     filter,
-    maps::{bump, config},
+    maps::{bump, config, SCRATCH, SCRATCH_TC},
     parse, skb,
 };
 
@@ -36,7 +41,13 @@ pub fn vethtrace_tc_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn trace(ctx: &TcContext, hook: u8) {
-    let mut ev = Event {
+    let Some(slot) = SCRATCH.get_ptr_mut(SCRATCH_TC) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot; a program runs to completion without migrating.
+    let slot = unsafe { &mut *slot };
+    let ev = &mut slot.event;
+    *ev = Event {
         version: WIRE_VERSION,
         kind: kind::PACKET,
         hook,
@@ -63,5 +74,18 @@ fn trace(ctx: &TcContext, hook: u8) {
     }
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(&ev);
+    if config(|c| &c.flags) & config_flag::SNAP == 0 {
+        emit(ev);
+        return;
+    }
+    // Verifier: the length passed to bpf_skb_load_bytes must be provably in 1..=SNAP_LEN.
+    let n = ev.len.min(SNAP_LEN as u32);
+    if n == 0 || n > SNAP_LEN as u32 {
+        emit(ev);
+        return;
+    }
+    // SAFETY: the destination is SNAP_LEN bytes of map value; n is within 1..=SNAP_LEN.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, slot.snap.as_mut_ptr().cast(), n) };
+    slot.event.snap_len = if rc == 0 { n } else { 0 };
+    emit_snap(slot);
 }
