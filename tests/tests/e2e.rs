@@ -27,6 +27,7 @@ fn trace_lab(lab: &Lab) -> Tracer {
             filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
             drops: true,
             netns_filter: true,
+            snapshots: false,
             ring_bytes: None,
         },
         targets,

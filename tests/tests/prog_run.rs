@@ -30,12 +30,17 @@ struct Harness {
 
 impl Harness {
     fn new(filter: &[&str]) -> Harness {
+        Self::with(filter, false)
+    }
+
+    fn with(filter: &[&str], snapshots: bool) -> Harness {
         let words: Vec<String> = filter.iter().map(|s| s.to_string()).collect();
         let filter = Filter::new(&words).expect("filter compiles");
         let mut loaded = loader::load(&LoadOptions {
             filter: filter.insns,
             drops: false,
             netns_filter: false,
+            snapshots,
             ring_bytes: None,
         })
         .expect("programs load");
@@ -45,6 +50,14 @@ impl Harness {
 
     /// Runs the ingress program on `frame`; returns the events it emitted.
     fn run(&mut self, frame: &[u8]) -> Vec<Event> {
+        self.records(frame)
+            .iter()
+            .map(|r| Event::decode(r).expect("decodes"))
+            .collect()
+    }
+
+    /// Runs the ingress program on `frame`; returns the raw ring-buffer records.
+    fn records(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
         let prog: &SchedClassifier = self
             .loaded
             .ebpf
@@ -63,8 +76,7 @@ impl Harness {
             "the tracer must pass every packet on"
         );
         let mut out = Vec::new();
-        self.reader
-            .drain(|b| out.push(Event::decode(b).expect("decodes")));
+        self.reader.drain(|b| out.push(b.to_vec()));
         out
     }
 
@@ -330,4 +342,30 @@ fn the_filter_runs_before_the_ring_buffer() {
     assert_eq!(h.run(&vxlan(8472)).len(), 1);
     let c = h.counters();
     assert_eq!((c.emitted, c.filtered, c.lost), (2, 1, 0));
+}
+
+#[test]
+fn snapshots_carry_the_first_bytes_of_the_frame() {
+    if !vethtrace_tests::privileged("snapshots_carry_the_first_bytes_of_the_frame") {
+        return;
+    }
+    let mut h = Harness::with(&[], true);
+    // Longer than the snapshot: exactly SNAP_LEN bytes come back.
+    let mut long = Vec::new();
+    PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(A, B, 64)
+        .udp(1000, 2000)
+        .write(&mut long, &(0..=255u8).collect::<Vec<_>>())
+        .expect("frame");
+    assert!(long.len() > vethtrace_common::SNAP_LEN);
+    let recs = h.records(&long);
+    assert_eq!(recs.len(), 1);
+    let ev = Event::decode(&recs[0]).expect("decodes");
+    assert_eq!(ev.snap_len as usize, vethtrace_common::SNAP_LEN);
+    assert_eq!(ev.snapshot(&recs[0]), &long[..vethtrace_common::SNAP_LEN]);
+    // Shorter: the whole frame.
+    let short = icmp_echo(None);
+    let recs = h.records(&short[..60]);
+    let ev = Event::decode(&recs[0]).expect("decodes");
+    assert_eq!(ev.snapshot(&recs[0]), &short[..60]);
 }

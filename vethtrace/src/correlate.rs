@@ -119,6 +119,8 @@ mod tests {
             outer: flow,
             inner: None,
             truncated: false,
+            snapshot: Vec::new(),
+            snapshot_l3: false,
         }
     }
 

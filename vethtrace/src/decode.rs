@@ -85,6 +85,10 @@ pub struct Observation {
     /// The encapsulated packet when the frame was VXLAN.
     pub inner: Option<Flow>,
     pub truncated: bool,
+    /// The packet's first bytes when snapshots are on (empty otherwise).
+    pub snapshot: Vec<u8>,
+    /// The snapshot starts at the network header (drops), not at the Ethernet header.
+    pub snapshot_l3: bool,
 }
 
 impl Observation {
@@ -112,6 +116,14 @@ pub struct Decoder<'a> {
 }
 
 impl Decoder<'_> {
+    /// Decodes a record (the event and any snapshot that follows it).
+    pub fn decode_record(&self, ev: &Event, record: &[u8]) -> Observation {
+        let mut o = self.decode(ev);
+        o.snapshot = ev.snapshot(record).to_vec();
+        o.snapshot_l3 = ev.flags & flag::SNAP_L3 != 0;
+        o
+    }
+
     pub fn decode(&self, ev: &Event) -> Observation {
         let what = match ev.hook {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),
@@ -154,6 +166,8 @@ impl Decoder<'_> {
             outer: ev.outer,
             inner: (ev.flags & flag::ENCAP != 0).then_some(ev.inner),
             truncated: ev.flags & flag::TRUNCATED != 0,
+            snapshot: Vec::new(),
+            snapshot_l3: false,
         }
     }
 }

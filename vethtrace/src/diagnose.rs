@@ -95,6 +95,8 @@ mod tests {
             outer: Flow::default(),
             inner: None,
             truncated: false,
+            snapshot: Vec::new(),
+            snapshot_l3: false,
         }
     }
 

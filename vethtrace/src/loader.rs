@@ -18,6 +18,8 @@ pub struct LoadOptions {
     pub filter: Vec<FilterInsn>,
     /// Record drops from skb:kfree_skb.
     pub drops: bool,
+    /// Copy the first `SNAP_LEN` bytes of every packet after its record (for `-w`).
+    pub snapshots: bool,
     /// Record drops only in namespaces registered with [`register_netns`] (the traced ones).
     pub netns_filter: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size); default 4 MiB.
@@ -74,6 +76,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     config.filter[..opts.filter.len()].copy_from_slice(&opts.filter);
     if opts.netns_filter {
         config.flags |= config_flag::NETNS_FILTER;
+    }
+    if opts.snapshots {
+        config.flags |= config_flag::SNAP;
     }
     let mut drop_reasons = DropReasons::default();
     let mut drop_layer = if opts.drops {

@@ -129,7 +129,7 @@ impl Tracer {
         let mut errors = 0;
         self.reader
             .drain(|bytes| match vethtrace_common::Event::decode(bytes) {
-                Ok(ev) => out.push(decoder.decode(&ev)),
+                Ok(ev) => out.push(decoder.decode_record(&ev, bytes)),
                 Err(_) => errors += 1,
             });
         self.decode_errors += errors;

@@ -56,6 +56,7 @@ pub fn run(args: &DemoArgs, out: &mut impl Write) -> Result<ExitCode> {
             filter: filter.insns,
             drops: true,
             netns_filter: true,
+            snapshots: false,
             ring_bytes: None,
         },
         targets,
