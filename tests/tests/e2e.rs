@@ -157,3 +157,75 @@ fn concurrent_traces_see_only_their_own_lab() {
     let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(2));
     assert!(obs.is_empty(), "saw another lab's packets: {obs:#?}");
 }
+
+#[test]
+fn flannel_lab_cross_node_path_keeps_the_inner_packet() {
+    if !vethtrace_tests::privileged("flannel_lab_cross_node_path_keeps_the_inner_packet") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Flannel).expect("lab");
+    let mut tracer = trace_lab(&lab);
+    let (replied, paths) = probe(&lab, &mut tracer, "busybox", "nginx");
+    assert!(replied);
+    let req = echo(&paths, 8);
+    let hv = |pod: &str| host_veth(&lab, pod);
+    assert_eq!(
+        hops(req),
+        [
+            "busybox eth0 egress".to_string(),
+            format!("node1 {} ingress", hv("busybox")),
+            // Routed out of the bridge: the frame goes up through cni0 itself.
+            "node1 cni0 ingress".into(),
+            "node1 flannel.1 egress".into(),
+            "node1 eth0 egress".into(),
+            "node2 eth0 ingress".into(),
+            "node2 flannel.1 ingress".into(),
+            "node2 cni0 egress".into(),
+            format!("node2 {} egress", hv("nginx")),
+            "nginx eth0 ingress".into(),
+        ]
+    );
+    // On the underlay the packet is VXLAN between the nodes, with the pods' packet inside.
+    let underlay: Vec<_> = req
+        .hops
+        .iter()
+        .filter(|h| h.ifname.as_deref() == Some("eth0") && h.netns.starts_with("node"))
+        .collect();
+    assert_eq!(underlay.len(), 2);
+    for h in underlay {
+        let inner = h.inner.expect("encapsulated");
+        assert_eq!(inner.icmp_type, 8);
+        assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
+        assert_eq!(h.outer.src_ip(), Some("172.30.0.1".parse().expect("ip")));
+    }
+    assert_eq!(hops(echo(&paths, 0)).len(), 10);
+}
+
+/// The host-side veth of a pod: the peer of its eth0, found the way a user would (`ip -o link`
+/// in the node shows `vethXXXX@if2`), independent of the topology code under test elsewhere.
+fn host_veth(lab: &Lab, pod: &str) -> String {
+    let node = if ["busybox", "busybox2"].contains(&pod) {
+        "node1"
+    } else {
+        "node2"
+    };
+    let stdout = |role: &str, argv: &[&str]| {
+        String::from_utf8_lossy(&lab.exec(role, argv).expect("ip link").stdout).into_owned()
+    };
+    // `2: eth0@if7: …`: the peer's ifindex in the node.
+    let peer_index: u32 = stdout(pod, &["ip", "-o", "link", "show", "eth0"])
+        .split(':')
+        .nth(1)
+        .and_then(|n| n.trim().split('@').nth(1))
+        .and_then(|s| s.trim_start_matches("if").parse().ok())
+        .expect("eth0@ifN");
+    stdout(node, &["ip", "-o", "link", "show", "master", "cni0"])
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.split(':');
+            let idx: u32 = parts.next()?.trim().parse().ok()?;
+            let name = parts.next()?.trim().split('@').next()?.to_string();
+            (idx == peer_index).then_some(name)
+        })
+        .expect("host veth on cni0")
+}
