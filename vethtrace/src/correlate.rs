@@ -74,31 +74,85 @@ impl PacketPath {
 /// Groups observations into packet paths, ordered by each packet's first hop.
 pub fn correlate(mut obs: Vec<Observation>) -> Vec<PacketPath> {
     obs.sort_by_key(|o| o.ts_ns);
-    let mut paths: Vec<PacketPath> = Vec::new();
-    let mut open: HashMap<PacketKey, usize> = HashMap::new();
+    let mut c = Correlator::default();
     for o in obs {
-        let key = PacketKey::of(o.flow());
-        let idx = match open.get(&key) {
-            Some(&i)
-                if paths[i]
-                    .hops
-                    .last()
-                    .is_some_and(|h| o.ts_ns.saturating_sub(h.ts_ns) <= SAME_PACKET_WINDOW_NS) =>
-            {
-                i
-            }
-            _ => {
-                paths.push(PacketPath {
-                    key,
-                    hops: Vec::new(),
-                });
-                open.insert(key, paths.len() - 1);
-                paths.len() - 1
-            }
-        };
-        paths[idx].hops.push(o);
+        c.push(o);
     }
-    paths
+    c.flush_all()
+}
+
+/// Streaming correlation for live traces: observations go in as the ring is drained, packets
+/// come out once no hop was added to them for a while.
+#[derive(Default)]
+pub struct Correlator {
+    /// Packets still collecting hops, in order of their first hop.
+    open: Vec<PacketPath>,
+    index: HashMap<PacketKey, usize>,
+}
+
+impl Correlator {
+    /// Adds one observation to its packet (a new one when the key is new, or was last seen
+    /// longer than [`SAME_PACKET_WINDOW_NS`] ago). Hops stay in time order even when events
+    /// from several CPUs arrive slightly out of order.
+    pub fn push(&mut self, o: Observation) {
+        let key = PacketKey::of(o.flow());
+        let reuse = self.index.get(&key).copied().filter(|&i| {
+            self.open[i]
+                .hops
+                .last()
+                .is_some_and(|h| o.ts_ns.abs_diff(h.ts_ns) <= SAME_PACKET_WINDOW_NS)
+        });
+        match reuse {
+            Some(i) => {
+                let hops = &mut self.open[i].hops;
+                let at = hops.partition_point(|h| h.ts_ns <= o.ts_ns);
+                hops.insert(at, o);
+            }
+            None => {
+                self.open.push(PacketPath { key, hops: vec![o] });
+                self.index.insert(key, self.open.len() - 1);
+            }
+        }
+    }
+
+    /// Packets whose last hop is more than `idle_ns` older than `now_ns`, oldest first.
+    pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64) -> Vec<PacketPath> {
+        let is_idle = |p: &PacketPath| {
+            p.hops
+                .last()
+                .is_some_and(|h| now_ns.saturating_sub(h.ts_ns) > idle_ns)
+        };
+        if !self.open.iter().any(is_idle) {
+            return Vec::new();
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|p| is_idle(p));
+        self.open = keep;
+        self.reindex();
+        done
+    }
+
+    /// Every packet still open, oldest first.
+    pub fn flush_all(&mut self) -> Vec<PacketPath> {
+        self.index.clear();
+        let mut all = std::mem::take(&mut self.open);
+        all.sort_by_key(PacketPath::first_ts);
+        all
+    }
+
+    pub fn pending(&self) -> usize {
+        self.open.len()
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .open
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.key, i))
+            .collect();
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +235,28 @@ mod tests {
         ]);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].drop().map(|h| h.netns.as_str()), Some("node"));
+    }
+
+    #[test]
+    fn streaming_flushes_only_idle_packets_with_hops_in_time_order() {
+        let e = What::Hook(Dir::Egress);
+        let i = What::Hook(Dir::Ingress);
+        let mut c = Correlator::default();
+        c.push(obs(100, "a", "eth0", e.clone(), icmp(1, 64, 8)));
+        // Arrives late from another CPU, but happened earlier than the next one.
+        c.push(obs(300, "b", "eth0", i.clone(), icmp(1, 63, 8)));
+        c.push(obs(200, "node", "veth1", i.clone(), icmp(1, 64, 8)));
+        c.push(obs(1_000, "a", "eth0", e, icmp(2, 64, 8)));
+        let done = c.flush_idle(1_100, 500);
+        assert_eq!(done.len(), 1);
+        let names: Vec<_> = done[0].hops.iter().map(|h| h.netns.as_str()).collect();
+        assert_eq!(names, ["a", "node", "b"]);
+        assert_eq!(c.pending(), 1);
+        // The open packet still collects hops after the flush.
+        c.push(obs(1_050, "b", "eth0", i, icmp(2, 63, 8)));
+        let rest = c.flush_all();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].hops.len(), 2);
     }
 
     #[test]
