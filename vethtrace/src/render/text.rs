@@ -91,8 +91,32 @@ pub fn since(t0: u64, ts: u64) -> String {
     format!("+{}µs", ts.saturating_sub(t0) / 1000)
 }
 
+/// Whether to colour drops: only on a terminal, and never when NO_COLOR is set.
+pub fn use_color(stdout_is_tty: bool) -> bool {
+    stdout_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+const RED: &str = "\x1b[31m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
 /// One packet: a header line, then its hops.
 pub fn packet(out: &mut impl Write, p: &PacketPath, indent: &str) -> io::Result<()> {
+    packet_styled(out, p, indent, false)
+}
+
+/// [`packet`], with drops in red and benign frees dimmed when `color` is on.
+pub fn packet_styled(
+    out: &mut impl Write,
+    p: &PacketPath,
+    indent: &str,
+    color: bool,
+) -> io::Result<()> {
+    let (red, dim, reset) = if color {
+        (RED, DIM, RESET)
+    } else {
+        ("", "", "")
+    };
     let flow = p.flow();
     writeln!(out, "{indent}{}", describe_flow(&flow))?;
     let t0 = p.first_ts();
@@ -113,7 +137,7 @@ pub fn packet(out: &mut impl Write, p: &PacketPath, indent: &str) -> io::Result<
             )?,
             What::Drop { reason, location } => writeln!(
                 out,
-                "{indent}  ✗ dropped in {place}: {reason} at {location}  {}",
+                "{indent}  {red}✗ dropped in {place}: {reason} at {location}{reset}  {}",
                 since(t0, h.ts_ns)
             )?,
             What::Freed {
@@ -122,7 +146,7 @@ pub fn packet(out: &mut impl Write, p: &PacketPath, indent: &str) -> io::Result<
                 why,
             } => writeln!(
                 out,
-                "{indent}  · freed in {place}: {reason} at {location} ({why})  {}",
+                "{indent}  {dim}· freed in {place}: {reason} at {location} ({why}){reset}  {}",
                 since(t0, h.ts_ns)
             )?,
         }
@@ -178,6 +202,15 @@ mod tests {
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(!use_color(false));
+        // NO_COLOR is read from the environment; only check the terminal half here.
+        if std::env::var_os("NO_COLOR").is_none() {
+            assert!(use_color(true));
         }
     }
 
