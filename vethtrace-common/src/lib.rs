@@ -269,7 +269,7 @@ const _: () = {
     assert!(offset_of!(Event, outer) == 48);
     assert!(offset_of!(Event, inner) == 108);
     assert!(size_of::<EventSnap>() == 168 + SNAP_LEN);
-    assert!(SNAP_LEN % 8 == 0);
+    assert!(SNAP_LEN.is_multiple_of(8));
     assert!(size_of::<FilterInsn>() == 40);
     assert!(size_of::<KernelOffsets>() == 48);
     assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48);
