@@ -42,12 +42,15 @@ pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
     missing
 }
 
-/// What reading other namespaces' links needs.
+/// What reading other namespaces' links, FDBs and attached programs needs.
 pub fn missing_for_topology(caps: u64) -> Vec<&'static str> {
     let has = |c: u32| caps & (1u64 << c) != 0;
     let mut missing = Vec::new();
     if !has(CAP_SYS_ADMIN) {
         missing.push("CAP_SYS_ADMIN (enter other network namespaces)");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN (read links, FDBs and tc programs of every namespace)");
     }
     missing
 }
