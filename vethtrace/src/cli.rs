@@ -18,6 +18,12 @@ pub enum Command {
     /// Build the bridge lab, trace a ping through it, then break it (iptables FORWARD policy
     /// DROP with br_netfilter) and show where and why the packet died. Cleans up after itself.
     Demo(commands::demo::DemoArgs),
+    /// Trace matching packets hop by hop across every namespace (tcpdump-like, with names).
+    Trace(commands::trace::TraceArgs),
+    /// Show every namespace, its interfaces, veth peers, bridges and vxlan devices.
+    Topo(commands::topo::TopoArgs),
+    /// Which interface is the other end of this veth, and who owns it.
+    Peer(commands::peer::PeerArgs),
     /// Build or remove a namespaced lab topology to learn the tool on.
     #[command(subcommand)]
     Lab(commands::lab::LabCommand),

@@ -118,6 +118,18 @@ impl Tracer {
         &self.names
     }
 
+    /// Names every namespace and interface of `topo` (peers outside the traced set included),
+    /// so drops and hops show the user's names.
+    pub fn add_names(&mut self, topo: &crate::topology::Topology) {
+        for ns in &topo.namespaces {
+            let Some(cookie) = ns.cookie else { continue };
+            self.names.add_netns(cookie, ns.name.clone());
+            for i in &ns.interfaces {
+                self.names.add_interface(cookie, i.ifindex, i.name.clone());
+            }
+        }
+    }
+
     /// Everything in the ring buffer now, decoded. Records that fail to decode are counted.
     pub fn collect(&mut self) -> Vec<Observation> {
         let decoder = Decoder {

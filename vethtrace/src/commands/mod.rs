@@ -2,6 +2,9 @@
 
 pub mod demo;
 pub mod lab;
+pub mod peer;
+pub mod topo;
+pub mod trace;
 
 use std::process::ExitCode;
 
@@ -15,5 +18,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(&args, &mut out),
         Command::Lab(cmd) => lab::run(&cmd, &mut out),
+        Command::Trace(args) => trace::run(&args, &mut out),
+        Command::Topo(args) => topo::run(&args, &mut out),
+        Command::Peer(args) => peer::run(&args, &mut out),
     }
 }
