@@ -229,3 +229,74 @@ fn host_veth(lab: &Lab, pod: &str) -> String {
         })
         .expect("host veth on cni0")
 }
+
+#[test]
+fn tiny_ring_flood_counts_every_event_as_delivered_or_lost() {
+    if !vethtrace_tests::privileged("tiny_ring_flood_counts_every_event_as_delivered_or_lost") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let targets = lab
+        .roles()
+        .into_iter()
+        .map(|(role, ns)| Target {
+            path: netns::named(ns),
+            name: role.to_string(),
+        })
+        .collect();
+    let mut tracer = Tracer::start(&TracerOptions {
+        load: LoadOptions {
+            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
+            drops: false,
+            netns_filter: true,
+            snapshots: false,
+            // One page: about 23 records.
+            ring_bytes: Some(4096),
+        },
+        targets,
+        ..Default::default()
+    })
+    .expect("tracer");
+    // A bounded flood: 300 echo requests as fast as replies come back.
+    const SENT: u64 = 300;
+    let out = lab
+        .exec(
+            "a",
+            &[
+                "ping",
+                "-q",
+                "-n",
+                "-c",
+                &SENT.to_string(),
+                "-i",
+                "0",
+                "-W",
+                "1",
+                "10.0.0.2",
+            ],
+        )
+        .expect("ping flood");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{SENT} packets transmitted, {SENT} received")),
+        "{text}"
+    );
+    let delivered = tracer
+        .collect_until_quiet(Duration::from_millis(300), Duration::from_secs(5))
+        .len() as u64;
+    let c = tracer.counters().expect("counters");
+    // Each request and each reply crosses two hooks (a eth0 egress, b eth0 ingress, and back).
+    let expected = SENT * 2 * 2;
+    assert_eq!(
+        delivered, c.emitted,
+        "every emitted event reached user space"
+    );
+    assert_eq!(
+        c.emitted + c.lost,
+        expected,
+        "emitted {} + lost {}",
+        c.emitted,
+        c.lost
+    );
+    assert!(c.lost > 0, "a one-page ring should overflow under a flood");
+}

@@ -9,11 +9,18 @@ use vethtrace::cli::Cli;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are not errors; usage errors exit 2 like every other bad input.
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // --help and --version are not errors.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        // Usage errors are one line and exit 2, like every other bad input.
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("vethtrace: {first} (see `vethtrace --help`)");
+            return ExitCode::from(2);
         }
     };
     vethtrace::run(cli)

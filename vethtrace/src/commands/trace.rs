@@ -42,7 +42,7 @@ pub struct TraceArgs {
     #[arg(short = 'c', long, value_name = "N")]
     pub count: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// NDJSON output: one object per hop, then a summary (see README).
     #[arg(long)]

@@ -1,0 +1,348 @@
+//! `vethtrace trace` as a black box on the labs: NDJSON hop sequences, drops, pcapng, bad input,
+//! and kill -9 leaving nothing attached.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vethtrace::lab::{Fault, Lab, LabKind};
+
+struct Trace {
+    child: Option<Child>,
+    ready: PathBuf,
+}
+
+impl Trace {
+    /// Starts `vethtrace trace` on every namespace of `lab` and waits until it is attached.
+    fn start(lab: &Lab, args: &[&str]) -> Trace {
+        let ready = std::env::temp_dir().join(format!(
+            "vethtrace-ready-{}-{}",
+            std::process::id(),
+            lab.prefix()
+        ));
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Command::new(vethtrace_tests::binary());
+        cmd.arg("trace");
+        for (_, ns) in lab.roles() {
+            cmd.args(["--netns", ns]);
+        }
+        cmd.arg("--ready-file").arg(&ready).args(args);
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("trace starts");
+        let mut t = Trace {
+            child: Some(child),
+            ready,
+        };
+        t.wait_ready();
+        t
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while !self.ready.exists() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let out = self
+                    .child
+                    .take()
+                    .expect("child")
+                    .wait_with_output()
+                    .expect("output");
+                panic!(
+                    "trace exited before attaching ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "trace never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    /// Waits for the trace to end by itself (count or duration).
+    fn finish(mut self) -> Output {
+        self.child
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("trace ends")
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+fn ndjson(out: &Output) -> Vec<Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `netns ifname dir` (or `drop netns reason`) of every line of packet `id`.
+fn hops(lines: &[Value], id: u64) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["packet"] == id)
+        .map(|l| match l["type"].as_str() {
+            Some("packet") => format!(
+                "{} {} {}",
+                l["netns"].as_str().unwrap_or("?"),
+                l["ifname"].as_str().unwrap_or("?"),
+                l["dir"].as_str().unwrap_or("?")
+            ),
+            _ => format!(
+                "drop {} {}",
+                l["netns"].as_str().unwrap_or("?"),
+                l["reason"].as_str().unwrap_or("?")
+            ),
+        })
+        .collect()
+}
+
+fn packet_with_icmp_type(lines: &[Value], t: u64) -> u64 {
+    let ids: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["hop"] == 1 && l["icmp"]["type"] == t)
+        .filter_map(|l| l["packet"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 1, "one packet of ICMP type {t}: {lines:#?}");
+    ids[0]
+}
+
+#[test]
+fn bridge_lab_json_hops_in_both_directions() {
+    if !vethtrace_tests::privileged("bridge_lab_json_hops_in_both_directions") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let ns = |r: &str| lab.netns(r).expect("role").to_string();
+    let trace = Trace::start(&lab, &["--json", "-c", "2", "--duration", "20", "icmp"]);
+    assert!(lab
+        .ping("ns01", lab.addr("ns02").expect("addr"), 1)
+        .expect("ping"));
+    let lines = ndjson(&trace.finish());
+    let req = packet_with_icmp_type(&lines, 8);
+    assert_eq!(
+        hops(&lines, req),
+        [
+            format!("{} veth01 egress", ns("ns01")),
+            format!("{} br-veth01 ingress", ns("node")),
+            format!("{} br-veth02 egress", ns("node")),
+            format!("{} veth02 ingress", ns("ns02")),
+        ]
+    );
+    let rep = packet_with_icmp_type(&lines, 0);
+    assert_eq!(hops(&lines, rep).len(), 4);
+    let first = lines.iter().find(|l| l["packet"] == req).expect("hop");
+    assert_eq!(first["src"], "192.168.88.11");
+    assert_eq!(first["dst"], "192.168.88.12");
+    assert_eq!(first["proto"], "ICMP");
+    assert_eq!(first["t_us"], 0.0);
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["packets"], 2);
+    assert_eq!(summary["events"], 8);
+    assert_eq!(summary["lost"], 0);
+}
+
+#[test]
+fn forward_drop_is_a_drop_line_after_the_ingress_hop() {
+    if !vethtrace_tests::privileged("forward_drop_is_a_drop_line_after_the_ingress_hop") {
+        return;
+    }
+    let mut lab = Lab::create(LabKind::Bridge).expect("lab");
+    lab.enable(Fault::ForwardDrop).expect("fault");
+    let ns = |r: &str| lab.netns(r).expect("role").to_string();
+    let trace = Trace::start(&lab, &["--json", "-c", "1", "--duration", "20", "icmp"]);
+    assert!(!lab
+        .ping("ns01", lab.addr("ns02").expect("addr"), 1)
+        .expect("ping"));
+    let lines = ndjson(&trace.finish());
+    assert_eq!(
+        hops(&lines, 1),
+        [
+            format!("{} veth01 egress", ns("ns01")),
+            format!("{} br-veth01 ingress", ns("node")),
+            format!("drop {} NETFILTER_DROP", ns("node")),
+        ]
+    );
+    let drop = lines
+        .iter()
+        .find(|l| l["type"] == "drop")
+        .expect("drop line");
+    assert_eq!(drop["benign"], false);
+    assert!(drop["location"].as_str().is_some_and(|l| !l.is_empty()));
+}
+
+#[test]
+fn pcapng_has_one_interface_per_namespace_and_device() {
+    if !vethtrace_tests::privileged("pcapng_has_one_interface_per_namespace_and_device") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let file = std::env::temp_dir().join(format!("vethtrace-{}.pcapng", lab.prefix()));
+    let f = file.to_string_lossy().into_owned();
+    let trace = Trace::start(&lab, &["-c", "2", "--duration", "20", "-w", &f, "icmp"]);
+    assert!(lab
+        .ping("a", lab.addr("b").expect("addr"), 1)
+        .expect("ping"));
+    let out = trace.finish();
+    assert_eq!(out.status.code(), Some(0));
+    let tshark = Command::new("tshark")
+        .args([
+            "-r",
+            &f,
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "ip.src",
+            "-e",
+            "icmp.type",
+        ])
+        .output()
+        .expect("tshark runs (installed by cargo xtask setup)");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&tshark.stdout).into_owned();
+    let rows: Vec<&str> = text.lines().collect();
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    assert_eq!(
+        rows,
+        [
+            format!("{a}/eth0\t10.0.0.1\t8"),
+            format!("{b}/eth0\t10.0.0.1\t8"),
+            format!("{b}/eth0\t10.0.0.2\t0"),
+            format!("{a}/eth0\t10.0.0.2\t0"),
+        ]
+    );
+}
+
+#[test]
+fn kill_9_leaves_no_program_attached() {
+    if !vethtrace_tests::privileged("kill_9_leaves_no_program_attached") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let trace = Trace::start(&lab, &["icmp"]);
+    let attached = programs_in(&lab);
+    assert!(
+        attached.iter().any(|p| p.contains("vethtrace_tc")),
+        "{attached:?}"
+    );
+    // SIGKILL: no destructor runs. TCX links and the tracepoint link are file descriptors, so
+    // the kernel detaches them when the process dies.
+    let pid = trace.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill");
+    drop(trace);
+    let start = Instant::now();
+    loop {
+        let left = programs_in(&lab);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still attached: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ifname mode name` of every tc/TCX/XDP program on the lab's interfaces.
+fn programs_in(lab: &Lab) -> Vec<String> {
+    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
+        netns: lab.roles().iter().map(|(_, ns)| ns.to_string()).collect(),
+        programs: true,
+        ..Default::default()
+    })
+    .expect("topology");
+    t.namespaces
+        .iter()
+        .flat_map(|ns| {
+            ns.interfaces.iter().flat_map(|i| {
+                i.programs
+                    .iter()
+                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
+            })
+        })
+        .collect()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(vethtrace_tests::binary())
+        .args(args)
+        .output()
+        .expect("vethtrace runs")
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+    err
+}
+
+#[test]
+fn bad_filter_points_at_the_token() {
+    let err = one_line_error(&run(&["trace", "icmp", "and", "frobnicate"]));
+    assert!(err.contains("position 9"), "{err}");
+    assert!(err.contains("frobnicate"), "{err}");
+    assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_one_line() {
+    one_line_error(&run(&["trace", "--duration", "-1"]));
+    one_line_error(&run(&["trace", "-c", "0"]));
+    one_line_error(&run(&["trace", "--ring-kib", "3"]));
+}
+
+#[test]
+fn unknown_namespace_and_interface_name_what_exists() {
+    if !vethtrace_tests::privileged("unknown_namespace_and_interface_name_what_exists") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let err = one_line_error(&run(&["trace", "--netns", "no-such-namespace-here"]));
+    assert!(err.contains("no-such-namespace-here"), "{err}");
+    assert!(err.contains("host"), "lists known names: {err}");
+    let a = lab.netns("a").expect("a");
+    let err = one_line_error(&run(&["trace", "--netns", a, "--iface", "nosuch0"]));
+    assert!(err.contains("nosuch0") && err.contains("eth0"), "{err}");
+    assert!(Path::new("/run/netns").join(a).exists());
+}
