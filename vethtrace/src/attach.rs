@@ -152,7 +152,7 @@ pub fn attach_all(
         Ok((r, links))
     });
     let mut first_err = None;
-    for (path, r) in targets.iter().zip(results) {
+    for r in results {
         match r {
             Ok((Ok(ns), links)) => {
                 out.links.extend(links);
@@ -162,9 +162,9 @@ pub fn attach_all(
                 out.links.extend(links);
                 first_err.get_or_insert(e);
             }
-            // The namespace could not be entered: it vanished, or we lack privileges.
+            // The namespace vanished meanwhile: skipped. Anything else (privileges) is an error.
             Err(e) => {
-                if path.exists() {
+                if !netns::vanished(&e) {
                     first_err.get_or_insert(e);
                 }
             }

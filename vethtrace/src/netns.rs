@@ -116,3 +116,17 @@ pub fn cookie_of_current() -> Result<u64> {
     }
     Ok(cookie)
 }
+
+/// Whether an error means a namespace went away while we were using it: its file is gone
+/// (ENOENT), its process is gone (ESRCH), or its ip-netns mount was removed, leaving a plain
+/// file that setns(2) refuses (EINVAL).
+pub fn vanished(e: &anyhow::Error) -> bool {
+    use nix::errno::Errno;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| matches!(n, libc::ENOENT | libc::ESRCH | libc::EINVAL))
+            || c.downcast_ref::<Errno>()
+                .is_some_and(|n| matches!(n, Errno::ENOENT | Errno::ESRCH | Errno::EINVAL))
+    })
+}

@@ -215,14 +215,7 @@ fn read_many(
 
 /// Whether an error means the namespace went away (its mount or process is gone).
 fn vanished(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.is::<Vanished>()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::raw_os_error)
-                .is_some_and(|n| n == libc::ENOENT || n == libc::ESRCH)
-            || c.downcast_ref::<nix::errno::Errno>()
-                .is_some_and(|n| matches!(n, nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH))
-    })
+    e.chain().any(|c| c.is::<Vanished>()) || crate::netns::vanished(e)
 }
 
 fn refs_of(inode: u64, r: &NsRead, skeleton: &[Namespace]) -> NsRefs {
