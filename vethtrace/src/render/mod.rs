@@ -2,5 +2,6 @@
 //! `impl Write` so they are tested without a kernel.
 
 pub mod json;
+pub mod path;
 pub mod pcapng;
 pub mod text;
