@@ -18,6 +18,9 @@ pub enum Command {
     /// Build the bridge lab, trace a ping through it, then break it (iptables FORWARD policy
     /// DROP with br_netfilter) and show where and why the packet died. Cleans up after itself.
     Demo(commands::demo::DemoArgs),
+    /// Send ICMP echo probes from a namespace and follow each one hop by hop, request and reply;
+    /// say where and why a probe died and what to change. Exit 0 all replied, 1 any lost.
+    Ping(commands::ping::PingArgs),
     /// Trace matching packets hop by hop across every namespace (tcpdump-like, with names).
     Trace(commands::trace::TraceArgs),
     /// Show every namespace, its interfaces, veth peers, bridges and vxlan devices.

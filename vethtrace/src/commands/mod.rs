@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod lab;
 pub mod peer;
+pub mod ping;
 pub mod topo;
 pub mod trace;
 
@@ -21,5 +22,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Trace(args) => trace::run(&args, &mut out),
         Command::Topo(args) => topo::run(&args, &mut out),
         Command::Peer(args) => peer::run(&args, &mut out),
+        Command::Ping(args) => ping::run(&args, &mut out),
     }
 }

@@ -1,0 +1,527 @@
+//! Device rules: `link-down` / `peer-down` (a device on the expected path, or the veth peer of
+//! one, is down), `mtu` (the probe does not fit a device on the path, or a router said so) and
+//! `ip-on-bridge-port` (an address left on a device after it was enslaved to a bridge).
+
+use std::collections::BTreeSet;
+
+use crate::{
+    decode::What,
+    topology::{Interface, Namespace},
+};
+
+use super::{
+    net,
+    path::{self, End, Step},
+    Context, Finding, Leg, Probe,
+};
+
+/// VXLAN's overhead on the underlay: outer Ethernet, IPv4, UDP and VXLAN headers.
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// `link-down` or `peer-down`: the first device on the expected path from where the packet
+/// was last seen (or from the sender) that cannot carry it; or, when the namespace where it
+/// stopped has no route because the device was taken down (the kernel drops its routes), that
+/// device.
+pub(super) fn link_down(leg: &Leg, cx: &Context) -> Option<Finding> {
+    let topo = cx.topo;
+    let walk = match leg.last_hook() {
+        Some(h) => path::walk_from_hop(topo, h, leg.dst),
+        None => path::walk_from_sender(topo, &leg.from, leg.dst),
+    };
+    let mut prev: Option<(String, String)> = leg
+        .last_hook()
+        .and_then(|h| Some((h.netns.clone(), h.ifname.clone()?)));
+    let mut trail = Vec::new();
+    for e in &walk.steps {
+        let Step::Hook { netns, ifname, .. } = &e.step else {
+            break;
+        };
+        trail.push(format!("{} ({})", e.step, e.why));
+        let Some((ns, d)) = net::iface(topo, netns, ifname) else {
+            break;
+        };
+        if net::unusable(d) {
+            return Some(down_finding(leg, cx, ns, d, prev.as_ref(), &trail));
+        }
+        prev = Some((netns.clone(), ifname.clone()));
+    }
+    // No route: a down device whose subnet holds the destination (its routes are gone).
+    let End::NoRoute { netns } = &walk.end else {
+        return None;
+    };
+    let ns = topo.namespaces.iter().find(|n| n.name == *netns)?;
+    let candidates: Vec<&Interface> = ns
+        .interfaces
+        .iter()
+        .filter(|i| i.kind != "loopback" && net::unusable(i))
+        .collect();
+    let d = candidates
+        .iter()
+        .find(|i| net::addrs(i).any(|c| c.contains(leg.dst)))
+        .or_else(|| {
+            let usable = ns
+                .interfaces
+                .iter()
+                .filter(|i| i.kind != "loopback" && !net::unusable(i))
+                .count();
+            (usable == 0 && candidates.len() == 1).then(|| &candidates[0])
+        })?;
+    trail.push(format!("{netns} has no route to {}", leg.dst));
+    Some(down_finding(leg, cx, ns, d, None, &trail))
+}
+
+/// The finding for a device `d` in `ns` that cannot carry the packet; `prev` is the device the
+/// packet was at (or would be at) just before.
+fn down_finding(
+    leg: &Leg,
+    cx: &Context,
+    ns: &Namespace,
+    d: &Interface,
+    prev: Option<&(String, String)>,
+    trail: &[String],
+) -> Finding {
+    let topo = cx.topo;
+    let mut evidence = leg.evidence();
+    evidence.push(format!(
+        "{} {}: {} (state {})",
+        ns.name,
+        d.name,
+        if d.admin_up { "admin up" } else { "admin down" },
+        d.state.to_uppercase()
+    ));
+    // Reached over a veth whose other end is `d`: the peer of the previous device.
+    let via_peer = prev.and_then(|(pns, pif)| {
+        let (_, p) = net::iface(topo, pns, pif)?;
+        let (qns, q) = net::peer(topo, p)?;
+        (qns.name == ns.name && q.name == d.name).then(|| (pns.clone(), pif.clone()))
+    });
+    // `d` is up but has no carrier because its own veth peer is down.
+    let its_peer = net::peer(topo, d).filter(|(_, p)| !p.admin_up && d.admin_up);
+    let towards = format!("towards {}", leg.dst);
+    let (code, target_ns, target, message) = match (its_peer, via_peer) {
+        (Some((pns, p)), _) => {
+            evidence.push(format!(
+                "{} {}: admin down (veth peer of {} {})",
+                pns.name, p.name, ns.name, d.name
+            ));
+            (
+                "peer-down",
+                pns.name.clone(),
+                p.name.clone(),
+                format!(
+                    "{} in {}, the veth peer of {} in {}, is administratively down, so {} has no carrier and the {} cannot get through it {towards}",
+                    p.name, pns.name, d.name, ns.name, d.name, leg.what
+                ),
+            )
+        }
+        (None, Some((pns, pif))) => (
+            "peer-down",
+            ns.name.clone(),
+            d.name.clone(),
+            format!(
+                "{} in {}, the veth peer of {} in {}, is {}, so the {} sent through {} goes nowhere",
+                d.name,
+                ns.name,
+                pif,
+                pns,
+                net::down_words(d),
+                leg.what,
+                pif
+            ),
+        ),
+        (None, None) => (
+            "link-down",
+            ns.name.clone(),
+            d.name.clone(),
+            format!(
+                "{} in {} is {}, so the {} cannot go through it {towards}",
+                d.name,
+                ns.name,
+                net::down_words(d),
+                leg.what
+            ),
+        ),
+    };
+    if !trail.is_empty() {
+        evidence.push(format!("expected path: {}", trail.join(" → ")));
+    }
+    let ip = net::ip_in(topo, &target_ns);
+    Finding {
+        code,
+        message,
+        evidence: evidence.join("; "),
+        fix: format!("`{ip} link set {target} up`"),
+    }
+}
+
+/// `mtu`: the probe is larger than the MTU of a device on its path (or of a vxlan device's
+/// underlay once encapsulated), or an ICMP "fragmentation needed" / "packet too big" came
+/// back, or the kernel dropped it as too big. Reported only when the probe failed or a router
+/// complained: a large probe that was answered got fragmented and arrived.
+pub(super) fn mtu(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Option<Finding> {
+    let topo = cx.topo;
+    let headers = if p.dst.is_ipv4() { 28 } else { 48 };
+    let len = u32::try_from(p.size + headers).unwrap_or(u32::MAX);
+    // Devices on the path: the expected one from the sender, then every hook seen.
+    let mut devices: Vec<(String, String)> = path::walk_from_sender(topo, p.from_netns, p.dst)
+        .steps
+        .into_iter()
+        .filter_map(|e| match e.step {
+            Step::Hook { netns, ifname, .. } => Some((netns, ifname)),
+            Step::Local { .. } => None,
+        })
+        .collect();
+    for leg in [Leg::request(p), Leg::reply(p, topo)] {
+        for h in &leg.hooks {
+            if let Some(i) = &h.ifname {
+                devices.push((h.netns.clone(), i.clone()));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    devices.retain(|d| seen.insert(d.clone()));
+    let too_small = devices.iter().find_map(|(ns, ifname)| {
+        let (n, i) = net::iface(topo, ns, ifname)?;
+        if i.mtu > 0 && len > i.mtu {
+            return Some((n.name.clone(), i.name.clone(), i.mtu, 0));
+        }
+        let underlay = i.vxlan.as_ref()?.underlay.as_deref()?;
+        let u = n.interface_named(underlay)?;
+        (u.mtu > 0 && len + VXLAN_OVERHEAD > u.mtu)
+            .then(|| (n.name.clone(), u.name.clone(), u.mtu, VXLAN_OVERHEAD))
+    });
+    let frag = p.icmp_errors.iter().find(|e| e.is_frag_needed());
+    let too_big_drop = leg.and_then(|l| l.drop).filter(|d| {
+        matches!(&d.what, What::Drop { reason, .. } if reason == "PKT_TOO_BIG" || reason == "FRAG_REASM_TIMEOUT")
+    });
+    let report = frag.is_some() || too_big_drop.is_some() || (!p.replied && too_small.is_some());
+    if !report {
+        return None;
+    }
+    let mut evidence = Vec::new();
+    if let Some(leg) = leg {
+        evidence.extend(leg.evidence());
+    }
+    if let Some(e) = frag {
+        evidence.push(e.describe());
+    }
+    let path_mtu = too_small
+        .as_ref()
+        .map(|(_, _, m, o)| m - o)
+        .or_else(|| frag.and_then(|e| e.mtu).map(u32::from))?;
+    let message = match &too_small {
+        Some((ns, dev, m, 0)) => {
+            evidence.push(format!("{ns} {dev}: mtu {m}"));
+            format!(
+                "the {len}-byte probe (-s {} plus {headers} bytes of headers) is larger than the {m}-byte MTU of {dev} in {ns}",
+                p.size
+            )
+        }
+        Some((ns, dev, m, o)) => {
+            evidence.push(format!("{ns} {dev}: mtu {m}, vxlan adds {o} bytes"));
+            format!(
+                "the {len}-byte probe (-s {} plus {headers} bytes of headers) grows to {} bytes once VXLAN-encapsulated, more than the {m}-byte MTU of {dev} in {ns}",
+                p.size,
+                len + o
+            )
+        }
+        None => {
+            let from = frag.map(|e| e.from.to_string()).unwrap_or_default();
+            format!(
+                "{from} reported that the {len}-byte probe needs fragmenting to fit a path MTU of {path_mtu}"
+            )
+        }
+    };
+    let max = path_mtu.saturating_sub(headers as u32);
+    // Lowering the sender's MTU to the path's is the lasting fix when it is larger.
+    let sender_dev = topo
+        .namespaces
+        .iter()
+        .find(|n| n.name == p.from_netns)
+        .and_then(|n| {
+            let r = net::route_lookup(n, p.dst)?;
+            net::route_dev(n, r).filter(|d| d.mtu > path_mtu)
+        });
+    let fix = match sender_dev {
+        Some(d) => format!(
+            "send at most {max} bytes of payload (`-s {max}`), or lower the sender's MTU to the path's: `{} link set {} mtu {path_mtu}`",
+            net::ip_in(topo, p.from_netns),
+            d.name
+        ),
+        None => format!("send at most {max} bytes of payload (`-s {max}`)"),
+    };
+    Some(Finding {
+        code: "mtu",
+        message,
+        evidence: evidence.join("; "),
+        fix,
+    })
+}
+
+/// `ip-on-bridge-port`: a device enslaved to a bridge still has an IP address, in a namespace
+/// the probe went through (or should have): the address stops working once the device is a
+/// port; it belongs on the bridge.
+pub(super) fn ip_on_bridge_port(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Vec<Finding> {
+    let topo = cx.topo;
+    let mut spaces: Vec<String> = vec![p.from_netns.to_string()];
+    for l in [Leg::request(p), Leg::reply(p, topo)] {
+        spaces.extend(l.hooks.iter().map(|h| h.netns.clone()));
+        spaces.extend(l.drop.map(|d| d.netns.clone()));
+    }
+    spaces.extend(
+        path::walk_from_sender(topo, p.from_netns, p.dst)
+            .steps
+            .iter()
+            .map(|e| e.step.netns().to_string()),
+    );
+    let mut seen = BTreeSet::new();
+    spaces.retain(|s| seen.insert(s.clone()));
+    let mut out = Vec::new();
+    for ns in spaces
+        .iter()
+        .filter_map(|s| topo.namespaces.iter().find(|n| &n.name == s))
+    {
+        for port in &ns.interfaces {
+            let Some(bridge) = net::bridge_of(ns, port) else {
+                continue;
+            };
+            let Some(addr) = net::addrs(port).next() else {
+                continue;
+            };
+            let ip = net::ip_in(topo, &ns.name);
+            let mut evidence = Vec::new();
+            if let Some(l) = leg {
+                evidence.extend(l.evidence());
+            }
+            evidence.push(format!(
+                "{} {}: master {}, inet {}",
+                ns.name,
+                port.name,
+                bridge.name,
+                port.addrs.join(" ")
+            ));
+            out.push(Finding {
+                code: "ip-on-bridge-port",
+                message: format!(
+                    "{} in {} is a port of bridge {} but still has the address {addr}, which stops working once a device is enslaved",
+                    port.name, ns.name, bridge.name
+                ),
+                evidence: evidence.join("; "),
+                fix: format!(
+                    "move the address to the bridge: `{ip} addr del {addr} dev {} && {ip} addr add {addr} dev {}`",
+                    port.name, bridge.name
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diagnose::{
+        diagnose,
+        fixture::{self, cx, flow, path, probe, Configs},
+        IcmpError,
+    };
+
+    fn set(t: &mut crate::topology::Topology, ns: &str, ifname: &str, admin_up: bool, state: &str) {
+        let i = t
+            .namespaces
+            .iter_mut()
+            .find(|n| n.name == ns)
+            .and_then(|n| n.interfaces.iter_mut().find(|i| i.name == ifname))
+            .expect("interface exists");
+        i.admin_up = admin_up;
+        i.state = state.into();
+    }
+
+    #[test]
+    fn peer_down_when_the_far_end_of_the_next_port_is_down() {
+        let mut t = fixture::bridge();
+        set(&mut t, "ns02", "veth02", false, "down");
+        set(&mut t, "node", "br-veth02", true, "lowerlayerdown");
+        let none = Configs::new();
+        let req = path(
+            flow("192.168.88.11", "192.168.88.12", false),
+            &[
+                ("ns01", "veth01", "egress"),
+                ("node", "br-veth01", "ingress"),
+                ("node", "br-veth01", "drop:NO_TX_TARGET"),
+            ],
+        );
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f[0].code, "peer-down", "{f:#?}");
+        assert_eq!(
+            f[0].message,
+            "veth02 in ns02, the veth peer of br-veth02 in node, is administratively down, so br-veth02 has no carrier and the echo request cannot get through it towards 192.168.88.12"
+        );
+        assert_eq!(f[0].fix, "`ip -n ns02 link set veth02 up`");
+        assert!(f[0]
+            .evidence
+            .contains("expected path: node br-veth02 egress"));
+    }
+
+    #[test]
+    fn peer_down_when_the_last_hop_left_by_a_veth_whose_peer_is_down() {
+        let mut t = fixture::bridge();
+        set(&mut t, "wan", "eth0", false, "down");
+        let none = Configs::new();
+        let req = path(
+            flow("192.168.88.11", "10.99.0.2", false),
+            &[
+                ("ns01", "veth01", "egress"),
+                ("node", "br-veth01", "ingress"),
+                ("node", "br01", "ingress"),
+                ("node", "eth1", "egress"),
+            ],
+        );
+        let p = probe("192.168.88.11", "10.99.0.2", "ns01", Some(&req), None);
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f[0].code, "peer-down", "{f:#?}");
+        assert_eq!(
+            f[0].message,
+            "eth0 in wan, the veth peer of eth1 in node, is administratively down, so the echo request sent through eth1 goes nowhere"
+        );
+        assert_eq!(f[0].fix, "`ip -n wan link set eth0 up`");
+    }
+
+    #[test]
+    fn link_down_at_the_sender_whose_routes_went_with_the_link() {
+        let mut t = fixture::bridge();
+        set(&mut t, "ns01", "veth01", false, "down");
+        // The kernel removes the routes of a device set down.
+        t.namespaces[1].routes.clear();
+        t.namespaces[1].default_route = None;
+        let none = Configs::new();
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", None, None);
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f[0].code, "link-down", "{f:#?}");
+        assert_eq!(
+            f[0].message,
+            "veth01 in ns01 is administratively down, so the echo request cannot go through it towards 192.168.88.12"
+        );
+        assert_eq!(f[0].fix, "`ip -n ns01 link set veth01 up`");
+        assert!(f.iter().all(|f| f.code != "no-route"), "{f:#?}");
+    }
+
+    #[test]
+    fn link_down_on_the_next_bridge_port() {
+        let mut t = fixture::bridge();
+        set(&mut t, "node", "br-veth02", false, "down");
+        let none = Configs::new();
+        let req = path(
+            flow("192.168.88.11", "192.168.88.12", false),
+            &[
+                ("ns01", "veth01", "egress"),
+                ("node", "br-veth01", "ingress"),
+            ],
+        );
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f[0].code, "link-down", "{f:#?}");
+        assert_eq!(f[0].fix, "`ip -n node link set br-veth02 up`");
+        // Nothing down, nothing said about links.
+        let t = fixture::bridge();
+        assert!(diagnose(&p, &cx(&t, &none, &none))
+            .iter()
+            .all(|f| !matches!(f.code, "link-down" | "peer-down")));
+    }
+
+    #[test]
+    fn mtu_of_flannel_and_frag_needed() {
+        let t = fixture::flannel();
+        let none = Configs::new();
+        let req = path(
+            flow("10.222.1.3", "10.222.2.3", false),
+            &[("busybox", "eth0", "egress")],
+        );
+        let mut p = probe("10.222.1.3", "10.222.2.3", "busybox", Some(&req), None);
+        p.size = 1472;
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        let m = f.iter().find(|f| f.code == "mtu").expect("mtu finding");
+        assert_eq!(
+            m.message,
+            "the 1500-byte probe (-s 1472 plus 28 bytes of headers) is larger than the 1450-byte MTU of eth0 in busybox"
+        );
+        assert_eq!(m.fix, "send at most 1422 bytes of payload (`-s 1422`)");
+        // A fitting probe that was answered: nothing.
+        p.size = 56;
+        p.replied = true;
+        assert!(diagnose(&p, &cx(&t, &none, &none)).is_empty());
+        // A router's complaint is reported even for a small-looking probe.
+        let mut big = fixture::flannel();
+        for n in &mut big.namespaces {
+            for i in &mut n.interfaces {
+                if i.kind == "veth" && i.name == "eth0" && !n.name.starts_with("node") {
+                    i.mtu = 1500;
+                }
+                if i.kind == "bridge" || i.name.starts_with("veth0") {
+                    i.mtu = 1500;
+                }
+            }
+        }
+        let mut p = probe("10.222.1.3", "10.222.2.3", "busybox", Some(&req), None);
+        p.size = 1472;
+        p.icmp_errors.push(IcmpError {
+            from: "10.222.1.1".parse().expect("literal"),
+            icmp_type: 3,
+            code: 4,
+            mtu: Some(1450),
+        });
+        let f = diagnose(&p, &cx(&big, &none, &none));
+        let m = f.iter().find(|f| f.code == "mtu").expect("mtu finding");
+        assert_eq!(
+            m.message,
+            "the 1500-byte probe (-s 1472 plus 28 bytes of headers) is larger than the 1450-byte MTU of flannel.1 in node1"
+        );
+        assert!(m
+            .evidence
+            .contains("ICMP fragmentation needed (mtu 1450) from 10.222.1.1"));
+        assert_eq!(
+            m.fix,
+            "send at most 1422 bytes of payload (`-s 1422`), or lower the sender's MTU to the path's: `ip -n busybox link set eth0 mtu 1450`"
+        );
+    }
+
+    #[test]
+    fn ip_on_a_bridge_port_is_reported_even_when_answered() {
+        let mut t = fixture::bridge();
+        if let Some(i) = t.namespaces[0]
+            .interfaces
+            .iter_mut()
+            .find(|i| i.name == "br-veth01")
+        {
+            i.addrs = vec!["192.168.88.5/24".into(), "fe80::1/64".into()];
+        }
+        let none = Configs::new();
+        let req = path(
+            flow("192.168.88.11", "192.168.88.12", false),
+            &[("ns01", "veth01", "egress")],
+        );
+        let rep = path(
+            flow("192.168.88.12", "192.168.88.11", true),
+            &[("ns01", "veth01", "ingress")],
+        );
+        let mut p = probe(
+            "192.168.88.11",
+            "192.168.88.12",
+            "ns01",
+            Some(&req),
+            Some(&rep),
+        );
+        p.replied = true;
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].code, "ip-on-bridge-port");
+        assert_eq!(
+            f[0].message,
+            "br-veth01 in node is a port of bridge br01 but still has the address 192.168.88.5/24, which stops working once a device is enslaved"
+        );
+        assert_eq!(
+            f[0].fix,
+            "move the address to the bridge: `ip -n node addr del 192.168.88.5/24 dev br-veth01 && ip -n node addr add 192.168.88.5/24 dev br01`"
+        );
+    }
+}
