@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    decode::What,
+    decode::{Dir, What},
     topology::{Interface, Namespace},
 };
 
@@ -162,18 +162,24 @@ pub(super) fn mtu(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Option<Finding>
     let topo = cx.topo;
     let headers = if p.dst.is_ipv4() { 28 } else { 48 };
     let len = u32::try_from(p.size + headers).unwrap_or(u32::MAX);
-    // Devices on the path: the expected one from the sender, then every hook seen.
+    // Devices the packet is (or would be) transmitted on — an MTU only limits what a device
+    // sends, not what it receives: the expected path's egress hops from the sender, then every
+    // egress hook seen.
     let mut devices: Vec<(String, String)> = path::walk_from_sender(topo, p.from_netns, p.dst)
         .steps
         .into_iter()
         .filter_map(|e| match e.step {
-            Step::Hook { netns, ifname, .. } => Some((netns, ifname)),
-            Step::Local { .. } => None,
+            Step::Hook {
+                netns,
+                ifname,
+                dir: Dir::Egress,
+            } => Some((netns, ifname)),
+            Step::Hook { .. } | Step::Local { .. } => None,
         })
         .collect();
     for leg in [Leg::request(p), Leg::reply(p, topo)] {
         for h in &leg.hooks {
-            if let Some(i) = &h.ifname {
+            if let (Some(i), What::Hook(Dir::Egress)) = (&h.ifname, &h.what) {
                 devices.push((h.netns.clone(), i.clone()));
             }
         }
