@@ -98,6 +98,28 @@ impl Pinger {
             }
             // SAFETY: fd is a fresh descriptor nobody else owns.
             let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Don't fragment, like `ping -M do`: a probe larger than a link's MTU must show up
+            // as EMSGSIZE here or "fragmentation needed" from a router, not pass in pieces.
+            let (level, opt) = if v6 {
+                (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER)
+            } else {
+                (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
+            };
+            let val: libc::c_int = 2; // IP_PMTUDISC_DO / IPV6_PMTUDISC_DO
+                                      // SAFETY: val is a c_int, as these options expect.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    level,
+                    opt,
+                    (&val as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error())
+                    .context("set don't-fragment on the probe socket");
+            }
             Ok(Ok(Pinger {
                 sock,
                 id,
@@ -108,8 +130,9 @@ impl Pinger {
         })
     }
 
-    /// Sends echo request `seq` with `size` bytes of payload.
-    pub fn send(&self, seq: u16, size: usize) -> Result<()> {
+    /// Sends echo request `seq` with `size` bytes of payload. `Ok(false)` when the kernel
+    /// refused it as larger than the outgoing device's MTU (EMSGSIZE): the probe never left.
+    pub fn send(&self, seq: u16, size: usize) -> Result<bool> {
         let pkt = echo_request(self.v6, self.id, seq, size);
         let addr: socket2_addr::Addr = socket2_addr::Addr::new(self.dst);
         // SAFETY: pkt and the sockaddr are valid for the lengths given.
@@ -124,9 +147,13 @@ impl Pinger {
             )
         };
         if n < 0 {
-            return Err(io::Error::last_os_error()).context("send the echo request");
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                return Ok(false);
+            }
+            return Err(e).context("send the echo request");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Waits until `deadline` for the reply to `seq`, or an ICMP error quoting it.

@@ -153,6 +153,15 @@ fn source_namespace<'t>(topo: &'t Topology, from: Option<&str>) -> Result<&'t Na
 }
 
 pub fn run(args: &PingArgs, out: &mut impl Write) -> Result<ExitCode> {
+    run_with_names(args, &HashMap::new(), out)
+}
+
+/// [`run`], showing namespaces under other names (`names`: display name → shown name).
+pub fn run_with_names(
+    args: &PingArgs,
+    names: &HashMap<String, String>,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
     let plan = validate(args)?;
     crate::privileges::require_tracing()?;
     let mut wanted = args.netns.clone();
@@ -161,11 +170,18 @@ pub fn run(args: &PingArgs, out: &mut impl Write) -> Result<ExitCode> {
             wanted.push(f.clone());
         }
     }
-    let topo = topology::discover(&DiscoverOptions {
+    let mut topo = topology::discover(&DiscoverOptions {
         netns: wanted,
         ..Default::default()
     })?;
-    let from = source_namespace(&topo, args.from.as_deref())?.clone();
+    let from_path = PathBuf::from(&source_namespace(&topo, args.from.as_deref())?.path);
+    topo.rename(names);
+    let from = topo
+        .namespaces
+        .iter()
+        .find(|ns| Path::new(&ns.path) == from_path)
+        .context("the source namespace vanished")?
+        .clone();
     let id = (std::process::id() as u16) ^ 0x5654; // "VT"
     let pinger = Pinger::open(Path::new(&from.path), plan.dst, id)?;
 
@@ -225,8 +241,12 @@ pub fn run(args: &PingArgs, out: &mut impl Write) -> Result<ExitCode> {
         let (answer, obs) = match &pinger {
             Ok(p) => {
                 let sent = Instant::now();
-                p.send(seq, args.size)?;
-                let answer = p.wait(seq, sent, sent + plan.timeout)?;
+                let answer = if p.send(seq, args.size)? {
+                    p.wait(seq, sent, sent + plan.timeout)?
+                } else {
+                    // Larger than the first device's MTU: it never left (the mtu finding says why).
+                    None
+                };
                 let obs = tracer.collect_until_quiet(QUIET, Duration::from_millis(500));
                 (answer, obs)
             }

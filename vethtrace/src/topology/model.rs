@@ -167,6 +167,24 @@ pub enum NsKey {
 }
 
 impl Topology {
+    /// Renames namespaces (`old display name → new`), everywhere a name appears: the
+    /// namespaces themselves and the peer references pointing at them. Used by the demo to show
+    /// a lab's roles (`ns01`) instead of its unique namespace names.
+    pub fn rename(&mut self, names: &std::collections::HashMap<String, String>) {
+        for ns in &mut self.namespaces {
+            if let Some(n) = names.get(&ns.name) {
+                ns.name = n.clone();
+            }
+            for i in &mut ns.interfaces {
+                for r in [i.peer.as_mut(), i.lower.as_mut()].into_iter().flatten() {
+                    if let Some(n) = names.get(&r.netns) {
+                        r.netns = n.clone();
+                    }
+                }
+            }
+        }
+    }
+
     /// The namespace a netns cookie belongs to.
     pub fn by_cookie(&self, cookie: u64) -> Option<&Namespace> {
         self.namespaces.iter().find(|n| n.cookie == Some(cookie))
