@@ -53,33 +53,39 @@ fn demo_shows_the_path_and_the_drop_then_cleans_up() {
             .position(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
     };
-    // Part 1: the request's four hops in order, then the reply's.
-    let req = pos("ICMP echo request 192.168.88.11 > 192.168.88.12");
-    assert!(lines[req + 1].starts_with("ns01 veth01 egress"));
-    assert!(lines[req + 2].starts_with("node br-veth01 ingress"));
-    assert!(lines[req + 3].starts_with("node br-veth02 egress"));
-    assert!(lines[req + 4].starts_with("ns02 veth02 ingress"));
-    let rep = pos("ICMP echo reply 192.168.88.12 > 192.168.88.11");
-    assert!(lines[rep + 1].starts_with("ns02 veth02 egress"));
-    assert!(lines[rep + 4].starts_with("ns01 veth01 ingress"));
-    assert!(stdout.contains("✓ replied"));
-    // Part 2: stopped in the node after the bridge port, with the kernel's reason.
-    let part2 = pos("2. ");
-    let req2 = part2
-        + lines[part2..]
-            .iter()
-            .position(|l| l.starts_with("ICMP echo request"))
-            .expect("request");
-    assert!(lines[req2 + 1].starts_with("ns01 veth01 egress"));
-    assert!(lines[req2 + 2].starts_with("node br-veth01 ingress"));
+    // Part 1: the probe's request and reply paths, by role name, and the reply.
+    let p1 = pos("1. vethtrace ping 192.168.88.12 --from ns01");
     assert!(
-        lines[req2 + 3].starts_with("✗ dropped in node"),
+        lines[p1 + 2].starts_with("seq 1  replied in "),
         "{}",
-        lines[req2 + 3]
+        lines[p1 + 2]
     );
-    assert!(lines[req2 + 3].contains("NETFILTER_DROP"));
-    assert!(lines[req2 + 4].starts_with("→ netfilter"));
-    assert!(stdout.contains("0 lost"));
+    assert!(lines[p1 + 3].starts_with(
+        "request  ns01 veth01 → node br-veth01 ⇒ bridge br01 ⇒ node br-veth02 → ns02 veth02"
+    ));
+    assert!(lines[p1 + 4].starts_with(
+        "reply    ns02 veth02 → node br-veth02 ⇒ bridge br01 ⇒ node br-veth01 → ns01 veth01"
+    ));
+    // Part 2: stopped in the node after the bridge port, with the kernel's reason and the fix.
+    let p2 = pos("2. the node now does what Docker does");
+    let seq = p2
+        + lines[p2..]
+            .iter()
+            .position(|l| l.starts_with("seq 1"))
+            .expect("seq line");
+    assert_eq!(
+        lines[seq],
+        "seq 1  dropped: NETFILTER_DROP in node after node br-veth01 ingress"
+    );
+    assert!(lines[seq + 1]
+        .starts_with("request  ns01 veth01 → node br-veth01 ✗ NETFILTER_DROP in node"));
+    assert!(
+        lines[seq + 2].starts_with("→ br_netfilter in node"),
+        "{}",
+        lines[seq + 2]
+    );
+    assert!(stdout.contains("iptables -I FORWARD -i br01 -o br01 -j ACCEPT"));
+    assert!(stdout.contains("1 transmitted, 0 received, 100% loss"));
     assert!(
         lab_namespaces_of(pid).is_empty(),
         "the demo left namespaces behind"
