@@ -346,3 +346,45 @@ fn unknown_namespace_and_interface_name_what_exists() {
     assert!(err.contains("nosuch0") && err.contains("eth0"), "{err}");
     assert!(Path::new("/run/netns").join(a).exists());
 }
+
+#[test]
+fn latency_view_per_hop_transition() {
+    if !vethtrace_tests::privileged("latency_view_per_hop_transition") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let trace = Trace::start(
+        &lab,
+        &["--latency", "--json", "-c", "6", "--duration", "20", "icmp"],
+    );
+    assert!(lab
+        .ping("a", lab.addr("b").expect("addr"), 3)
+        .expect("ping"));
+    let lines = ndjson(&trace.finish());
+    let rows: Vec<&Value> = lines.iter().filter(|l| l["type"] == "latency").collect();
+    assert_eq!(rows.len(), 2, "{lines:#?}");
+    assert_eq!(rows[0]["from"], format!("{a} eth0 egress"));
+    assert_eq!(rows[0]["to"], format!("{b} eth0 ingress"));
+    assert_eq!(rows[1]["from"], format!("{b} eth0 egress"));
+    for r in &rows {
+        assert_eq!(r["count"], 3);
+        let (p50, max) = (
+            r["p50_us"].as_f64().expect("p50"),
+            r["max_us"].as_f64().expect("max"),
+        );
+        assert!(p50 > 0.0 && p50 <= max, "{r}");
+        let hist: u64 = r["histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(hist, 3);
+    }
+    assert!(
+        lines.iter().all(|l| l["type"] != "packet"),
+        "--latency prints no packets"
+    );
+    assert_eq!(lines.last().expect("summary")["type"], "summary");
+}

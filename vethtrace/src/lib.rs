@@ -20,6 +20,7 @@ pub mod filter;
 pub mod interrupt;
 pub mod kallsyms;
 pub mod lab;
+pub mod latency;
 pub mod loader;
 pub mod netconf;
 pub mod netns;

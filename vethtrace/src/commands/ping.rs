@@ -228,6 +228,7 @@ pub fn run_with_names(
         Vec::new()
     };
     let mut stats = Stats::default();
+    let mut latency = crate::latency::Latency::default();
     crate::interrupt::install();
     for i in 0..args.count {
         let seq = (i + 1) as u16;
@@ -281,9 +282,19 @@ pub fn run_with_names(
             },
         );
         stats.add(&outcome);
+        for p in [&outcome.request, &outcome.reply].into_iter().flatten() {
+            latency.add(&p.hops);
+        }
         ui.probe(&outcome, &topo, &findings, netfilter)?;
     }
+    // JSON: the latency lines come before the closing summary line.
+    if args.json && args.count > 1 && !latency.is_empty() {
+        ui.latency(&latency.rows())?;
+    }
     ui.summary(&stats, &args.dest)?;
+    if !args.json && args.count > 1 && !latency.is_empty() {
+        ui.latency(&latency.rows())?;
+    }
     Ok(if stats.received == stats.transmitted {
         ExitCode::SUCCESS
     } else {
@@ -666,6 +677,17 @@ impl<'a, W: Write> Ui<'a, W> {
         }
         render::text::findings(self.out, findings, "  ")?;
         self.out.flush()?;
+        Ok(())
+    }
+
+    /// Per hop transition across all probes (with -c N > 1).
+    fn latency(&mut self, rows: &[crate::latency::Row]) -> Result<()> {
+        if self.json {
+            crate::latency::json(self.out, rows)?;
+        } else {
+            writeln!(self.out)?;
+            crate::latency::text(self.out, rows)?;
+        }
         Ok(())
     }
 

@@ -47,6 +47,10 @@ pub struct TraceArgs {
     /// NDJSON output: one object per hop, then a summary (see README).
     #[arg(long)]
     pub json: bool,
+    /// Instead of each packet, print per hop transition: count, p50, p90, p99, max and a
+    /// histogram, when the trace ends.
+    #[arg(long)]
+    pub latency: bool,
     /// Also write every hop to a pcapng file (one interface per namespace and device).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
@@ -157,6 +161,7 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
         color,
         pcap: pcap.as_mut(),
         packets: 0,
+        latency: args.latency.then(crate::latency::Latency::default),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,6 +171,14 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
 
     let c = tracer.counters()?;
     let packets = sink.packets;
+    if let Some(l) = &sink.latency {
+        let rows = l.rows();
+        if args.json {
+            crate::latency::json(sink.out, &rows)?;
+        } else {
+            crate::latency::text(sink.out, &rows)?;
+        }
+    }
     if args.json {
         render::json::summary(sink.out, packets, &c, &capabilities)?;
     } else {
@@ -187,12 +200,16 @@ struct Sink<'a, W: Write, P: Write> {
     color: bool,
     pcap: Option<&'a mut render::pcapng::PcapngWriter<P>>,
     packets: u64,
+    /// With --latency: transitions are accumulated instead of packets printed.
+    latency: Option<crate::latency::Latency>,
 }
 
 impl<W: Write, P: Write> Sink<'_, W, P> {
     fn packet(&mut self, p: &PacketPath) -> Result<()> {
         self.packets += 1;
-        if self.json {
+        if let Some(l) = self.latency.as_mut() {
+            l.add(&p.hops);
+        } else if self.json {
             render::json::packet(self.out, self.packets, p)?;
         } else {
             render::text::packet_styled(self.out, p, "", self.color)?;
