@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+pub mod rawbpf;
+
 /// Whether privileged tests must run (CI or `cargo xtask test`).
 pub fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("VETHTRACE_REQUIRE_PRIVILEGED").is_some()

@@ -735,66 +735,6 @@ fn owners_and_names_of_process_held_namespaces() {
     assert!(t.namespaces.iter().filter(|n| n.name == "host").count() == 1);
 }
 
-/// Two-instruction BPF programs (`r0 = ret; exit`) loaded and attached with raw bpf(2) calls,
-/// so the `--programs` test needs no compiler or object file.
-mod bpf {
-    use std::{
-        io,
-        os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    };
-
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    pub const PROG_TYPE_SCHED_CLS: u32 = 3;
-    pub const PROG_TYPE_XDP: u32 = 6;
-    pub const ATTACH_XDP: u32 = 37;
-    pub const ATTACH_TCX_INGRESS: u32 = 46;
-    /// Big enough for the bpf_attr variants used here; the rest stays zero.
-    const ATTR_SIZE: usize = 128;
-
-    fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<OwnedFd> {
-        // SAFETY: `attr` is a zeroed buffer laid out as the bpf_attr variant for `cmd`, and the
-        // size passed is its length; the kernel reads no further.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE as u32) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new descriptor, owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-    }
-
-    fn put(attr: &mut [u8; ATTR_SIZE], at: usize, bytes: &[u8]) {
-        attr[at..at + bytes.len()].copy_from_slice(bytes);
-    }
-
-    /// Loads `r0 = ret; exit` as a `prog_type` program named `name` (at most 15 bytes).
-    pub fn load(prog_type: u32, expected_attach: u32, ret: i32, name: &str) -> io::Result<OwnedFd> {
-        let mut insns = [0u8; 16];
-        insns[0] = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K into r0
-        insns[4..8].copy_from_slice(&ret.to_ne_bytes());
-        insns[8] = 0x95; // BPF_JMP | BPF_EXIT
-        let license = b"GPL\0";
-        let mut attr = [0u8; ATTR_SIZE];
-        put(&mut attr, 0, &prog_type.to_ne_bytes());
-        put(&mut attr, 4, &2u32.to_ne_bytes());
-        put(&mut attr, 8, &(insns.as_ptr() as u64).to_ne_bytes());
-        put(&mut attr, 16, &(license.as_ptr() as u64).to_ne_bytes());
-        put(&mut attr, 48, &name.as_bytes()[..name.len().min(15)]);
-        put(&mut attr, 68, &expected_attach.to_ne_bytes());
-        sys_bpf(BPF_PROG_LOAD, &mut attr)
-    }
-
-    /// Attaches `prog` to `ifindex` (in the calling thread's namespace) with a BPF link; it
-    /// stays attached while the returned descriptor is open.
-    pub fn link(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
-        let mut attr = [0u8; ATTR_SIZE];
-        put(&mut attr, 0, &(prog.as_raw_fd() as u32).to_ne_bytes());
-        put(&mut attr, 4, &ifindex.to_ne_bytes());
-        put(&mut attr, 8, &attach_type.to_ne_bytes());
-        sys_bpf(BPF_LINK_CREATE, &mut attr)
-    }
-}
-
 #[test]
 fn programs_attached_to_an_interface() {
     if !privileged("programs_attached_to_an_interface") {
@@ -806,10 +746,25 @@ fn programs_attached_to_an_interface() {
     // is removed (locals drop in reverse order).
     let attached = vethtrace::netns::run_in(&vethtrace::netns::named(a), || {
         let ifindex = nix::net::if_::if_nametoindex("eth0")?;
-        let tcx = bpf::load(bpf::PROG_TYPE_SCHED_CLS, 0, -1, "vt_topo_tcx")?;
-        let xdp = bpf::load(bpf::PROG_TYPE_XDP, bpf::ATTACH_XDP, 2, "vt_topo_xdp")?;
-        let tcx_link = bpf::link(&tcx, ifindex, bpf::ATTACH_TCX_INGRESS)?;
-        let xdp_link = bpf::link(&xdp, ifindex, bpf::ATTACH_XDP)?;
+        let tcx = vethtrace_tests::rawbpf::load(
+            vethtrace_tests::rawbpf::PROG_TYPE_SCHED_CLS,
+            0,
+            -1,
+            "vt_topo_tcx",
+        )?;
+        let xdp = vethtrace_tests::rawbpf::load(
+            vethtrace_tests::rawbpf::PROG_TYPE_XDP,
+            vethtrace_tests::rawbpf::ATTACH_XDP,
+            2,
+            "vt_topo_xdp",
+        )?;
+        let tcx_link = vethtrace_tests::rawbpf::link(
+            &tcx,
+            ifindex,
+            vethtrace_tests::rawbpf::ATTACH_TCX_INGRESS,
+        )?;
+        let xdp_link =
+            vethtrace_tests::rawbpf::link(&xdp, ifindex, vethtrace_tests::rawbpf::ATTACH_XDP)?;
         Ok(vec![tcx_link, xdp_link, tcx, xdp])
     })
     .expect("load and attach test programs");

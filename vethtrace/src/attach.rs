@@ -4,7 +4,9 @@
 //! are per namespace). TCX links are tried first; clsact (netlink) is the fallback or can be
 //! forced. Dropping [`Attachments`] detaches everything in reverse order: TCX links by closing
 //! their fds, clsact filters from inside their namespace (a netlink detach from anywhere else
-//! would address the wrong ifindex). Nothing else's qdiscs or filters are ever touched.
+//! would address the wrong ifindex). In clsact mode, filters named like ours left by a killed
+//! vethtrace are swept before attaching; nothing else's qdiscs or filters are ever touched (the
+//! clsact qdisc is created only when absent, and left in place).
 
 use std::collections::HashMap;
 
@@ -235,7 +237,22 @@ fn attach_one(
             Err(_) => {}
         }
     }
-    // clsact: create the qdisc only if absent (EEXIST means someone, maybe a CNI, has one).
+    // clsact: sweep filters a previous vethtrace left behind on this hook (killed before it
+    // could detach: netlink filters, unlike TCX links, outlive their process). Only filters
+    // carrying our program's name go; anything else on the hook is not ours and stays.
+    // (The filter carries the program's full name; the kernel's program name is cut at 15.)
+    let name = match dir {
+        TcAttachType::Egress => names::TC_EGRESS_PROG,
+        _ => names::TC_INGRESS_PROG,
+    };
+    match tc::qdisc_detach_program(ifname, dir, name) {
+        Ok(()) => {}
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // No clsact qdisc yet: nothing to sweep.
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(e).context("sweep stale vethtrace filters"),
+    }
+    // Create the qdisc only if absent (EEXIST means someone, maybe a CNI, has one).
     if let Err(e) = tc::qdisc_add_clsact(ifname) {
         let exists =
             matches!(&e, tc::TcError::NetlinkError(io) if io.raw_os_error() == Some(libc::EEXIST));
