@@ -709,11 +709,7 @@ impl<'a, W: Write> Ui<'a, W> {
             return Ok(());
         }
         writeln!(self.out, "\n--- {dest} vethtrace ping statistics ---")?;
-        let pct = if s.transmitted == 0 {
-            0
-        } else {
-            lost * 100 / s.transmitted
-        };
+        let pct = (lost * 100).checked_div(s.transmitted).unwrap_or(0);
         write!(
             self.out,
             "{} transmitted, {} received, {pct}% loss",
