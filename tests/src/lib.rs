@@ -42,3 +42,38 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| p.join("target"));
     target.join("debug/vethtrace")
 }
+
+/// `ifname mode name` of every tc, TCX and XDP program attached in the lab's namespaces.
+pub fn programs_in(lab: &vethtrace::lab::Lab) -> Vec<String> {
+    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
+        netns: lab.roles().iter().map(|(_, ns)| ns.to_string()).collect(),
+        programs: true,
+        ..Default::default()
+    })
+    .expect("topology");
+    t.namespaces
+        .iter()
+        .flat_map(|ns| {
+            ns.interfaces.iter().flat_map(|i| {
+                i.programs
+                    .iter()
+                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
+            })
+        })
+        .collect()
+}
+
+/// Runs the vethtrace binary as `nobody` with no capabilities (setpriv, from util-linux).
+pub fn as_nobody(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(binary())
+        .args(args)
+        .output()
+        .expect("setpriv runs")
+}

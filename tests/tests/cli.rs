@@ -111,18 +111,7 @@ fn without_privileges_one_line_and_exit_2() {
     if !vethtrace_tests::privileged("without_privileges_one_line_and_exit_2") {
         return;
     }
-    // setpriv (util-linux) drops to nobody with no capabilities.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(vethtrace_tests::binary())
-        .arg("demo")
-        .output()
-        .expect("setpriv runs");
+    let out = vethtrace_tests::as_nobody(&["demo"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

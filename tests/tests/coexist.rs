@@ -31,25 +31,6 @@ fn foreign_program(lab: &Lab) -> Vec<std::os::fd::OwnedFd> {
     .expect("foreign program attached")
 }
 
-fn tc_programs(lab: &Lab) -> Vec<String> {
-    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
-        netns: lab.roles().iter().map(|(_, ns)| ns.to_string()).collect(),
-        programs: true,
-        ..Default::default()
-    })
-    .expect("topology");
-    t.namespaces
-        .iter()
-        .flat_map(|ns| {
-            ns.interfaces.iter().flat_map(move |i| {
-                i.programs
-                    .iter()
-                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_foreign_tc_program_keeps_its_effect_and_vethtrace_names_the_drop() {
     if !vethtrace_tests::privileged(
@@ -91,7 +72,7 @@ fn a_foreign_tc_program_keeps_its_effect_and_vethtrace_names_the_drop() {
     assert_eq!(result["drop"]["reason"], "TC_INGRESS", "{result}");
     assert_eq!(result["drop"]["netns"], lab.netns("b").expect("b"));
     // The foreign program is still attached, alone, after vethtrace left.
-    let left = tc_programs(&lab);
+    let left = vethtrace_tests::programs_in(&lab);
     assert_eq!(left, ["eth0 tcx ingress vt_foreign"], "{left:?}");
     assert!(
         !lab.ping("a", b_addr, 1).expect("ping"),
@@ -153,13 +134,17 @@ fn clsact_mode_traces_detaches_and_sweeps_its_own_stale_filters() {
             .is_some_and(|s| s.contains("clsact")),
         "{summary}"
     );
-    assert!(tc_programs(&lab).is_empty(), "{:?}", tc_programs(&lab));
+    assert!(
+        vethtrace_tests::programs_in(&lab).is_empty(),
+        "{:?}",
+        vethtrace_tests::programs_in(&lab)
+    );
     // 2. kill -9 leaves netlink filters (they are not fds) ...
     let mut child = trace(&["icmp"]);
     wait_for(&ready);
     child.kill().expect("kill -9");
     let _ = child.wait();
-    let stale = tc_programs(&lab);
+    let stale = vethtrace_tests::programs_in(&lab);
     assert_eq!(stale.len(), 4, "{stale:?}");
     assert!(
         stale.iter().all(|p| p.contains("vethtrace_tc")),
@@ -174,6 +159,10 @@ fn clsact_mode_traces_detaches_and_sweeps_its_own_stale_filters() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(tc_programs(&lab).is_empty(), "{:?}", tc_programs(&lab));
+    assert!(
+        vethtrace_tests::programs_in(&lab).is_empty(),
+        "{:?}",
+        vethtrace_tests::programs_in(&lab)
+    );
     let _ = std::fs::remove_file(&ready);
 }

@@ -398,17 +398,7 @@ fn not_root_is_one_line_and_exit_2() {
     if !vethtrace_tests::privileged("not_root_is_one_line_and_exit_2") {
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(vethtrace_tests::binary())
-        .args(["ping", "127.0.0.1", "-c", "1"])
-        .output()
-        .expect("setpriv runs");
+    let out = vethtrace_tests::as_nobody(&["ping", "127.0.0.1", "-c", "1"]);
     let err = one_line_exit_2(&out);
     assert!(err.contains("CAP_"), "names the capability: {err}");
 }

@@ -254,7 +254,7 @@ fn kill_9_leaves_no_program_attached() {
     }
     let lab = Lab::create(LabKind::Bridge).expect("lab");
     let trace = Trace::start(&lab, &["icmp"]);
-    let attached = programs_in(&lab);
+    let attached = vethtrace_tests::programs_in(&lab);
     assert!(
         attached.iter().any(|p| p.contains("vethtrace_tc")),
         "{attached:?}"
@@ -270,7 +270,7 @@ fn kill_9_leaves_no_program_attached() {
     drop(trace);
     let start = Instant::now();
     loop {
-        let left = programs_in(&lab);
+        let left = vethtrace_tests::programs_in(&lab);
         if left.is_empty() {
             break;
         }
@@ -280,26 +280,6 @@ fn kill_9_leaves_no_program_attached() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// `ifname mode name` of every tc/TCX/XDP program on the lab's interfaces.
-fn programs_in(lab: &Lab) -> Vec<String> {
-    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
-        netns: lab.roles().iter().map(|(_, ns)| ns.to_string()).collect(),
-        programs: true,
-        ..Default::default()
-    })
-    .expect("topology");
-    t.namespaces
-        .iter()
-        .flat_map(|ns| {
-            ns.interfaces.iter().flat_map(|i| {
-                i.programs
-                    .iter()
-                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
-            })
-        })
-        .collect()
 }
 
 fn run(args: &[&str]) -> Output {
