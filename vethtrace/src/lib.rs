@@ -29,6 +29,7 @@ pub mod probe;
 pub mod render;
 pub mod topology;
 pub mod tracer;
+pub mod watch;
 
 use std::process::ExitCode;
 
