@@ -368,3 +368,102 @@ fn latency_view_per_hop_transition() {
     );
     assert_eq!(lines.last().expect("summary")["type"], "summary");
 }
+
+/// Removes a namespace the test made itself, on every exit path.
+struct ExtraNetns(String);
+
+impl Drop for ExtraNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip runs");
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn a_pod_namespace_and_veth_created_during_the_trace_are_traced() {
+    if !vethtrace_tests::privileged("a_pod_namespace_and_veth_created_during_the_trace_are_traced")
+    {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let b = lab.netns("b").expect("b").to_string();
+    let pattern = format!("{}*", lab.prefix());
+    let ready = std::env::temp_dir().join(format!("vethtrace-hot-{}", lab.prefix()));
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(vethtrace_tests::binary())
+        .args([
+            "trace",
+            "--json",
+            "-c",
+            "2",
+            "--duration",
+            "20",
+            "--netns",
+            &pattern,
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("icmp")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trace starts");
+    let mut trace = Trace {
+        child: Some(child),
+        ready,
+    };
+    trace.wait_ready();
+    // A new "pod": its namespace matches the pattern, and its veth's host end is a new link
+    // in a namespace already traced.
+    let pod = ExtraNetns(format!("{}pod3", lab.prefix()));
+    ip(&["netns", "add", &pod.0]);
+    ip(&[
+        "-n", &b, "link", "add", "name", "vpod3", "type", "veth", "peer", "name", "eth0", "netns",
+        &pod.0,
+    ]);
+    ip(&["-n", &b, "addr", "add", "10.0.3.1/24", "dev", "vpod3"]);
+    ip(&["-n", &b, "link", "set", "vpod3", "up"]);
+    ip(&["-n", &pod.0, "addr", "add", "10.0.3.2/24", "dev", "eth0"]);
+    ip(&["-n", &pod.0, "link", "set", "eth0", "up"]);
+    ip(&["-n", &pod.0, "link", "set", "lo", "up"]);
+    // As in the labs: ping uses an ICMP socket, so its reply is not also freed as NO_SOCKET.
+    ip(&[
+        "netns",
+        "exec",
+        &pod.0,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ]);
+    // Picked up within 1 s.
+    std::thread::sleep(Duration::from_secs(1));
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", &pod.0, "ping", "-c", "1", "-W", "1", "10.0.3.1",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("ping");
+    assert!(ok.success());
+    let lines = ndjson(&trace.finish());
+    let req = packet_with_icmp_type(&lines, 8);
+    assert_eq!(
+        hops(&lines, req),
+        [
+            format!("{} eth0 egress", pod.0),
+            format!("{b} vpod3 ingress")
+        ]
+    );
+    let rep = packet_with_icmp_type(&lines, 0);
+    assert_eq!(
+        hops(&lines, rep),
+        [
+            format!("{b} vpod3 egress"),
+            format!("{} eth0 ingress", pod.0)
+        ]
+    );
+}

@@ -88,6 +88,12 @@ impl Attachments {
         self.links.len()
     }
 
+    /// Takes over everything `other` attached (hot attach adds to the session's registry).
+    pub fn absorb(&mut self, mut other: Attachments) {
+        self.links.append(&mut other.links);
+        self.namespaces.append(&mut other.namespaces);
+    }
+
     /// The mechanisms in use, for the capability line.
     pub fn mechanisms(&self) -> Vec<Mechanism> {
         let mut m: Vec<Mechanism> = self.links.iter().map(|o| o.mechanism).collect();

@@ -30,6 +30,8 @@ pub struct TracerOptions {
 pub struct Tracer {
     // Field order is drop order: detach before unloading.
     attachments: Attachments,
+    mode: AttachMode,
+    netns_filter: bool,
     reader: EventReader,
     loaded: Loaded,
     names: Names,
@@ -69,6 +71,8 @@ impl Tracer {
         };
         Ok(Tracer {
             attachments,
+            mode: opts.mode,
+            netns_filter: opts.load.netns_filter,
             reader,
             loaded,
             names,
@@ -116,6 +120,44 @@ impl Tracer {
 
     pub fn names(&self) -> &Names {
         &self.names
+    }
+
+    /// Hot attach: hooks the selected interfaces of one more namespace (or, with
+    /// `selection.ifnames`, just those interfaces of a namespace already traced), registers it
+    /// for drops and names it. Returns the (ifindex, name) pairs hooked.
+    pub fn attach_more(
+        &mut self,
+        path: &std::path::Path,
+        name: &str,
+        selection: &Selection,
+    ) -> Result<Vec<(u32, String)>> {
+        let more = attach::attach_all(
+            &mut self.loaded.ebpf,
+            &[path.to_path_buf()],
+            selection,
+            self.mode,
+        )?;
+        let mut hooked = Vec::new();
+        for ns in &more.namespaces {
+            if self.netns_filter {
+                loader::register_netns(&mut self.loaded.ebpf, ns.cookie)?;
+            }
+            self.names.add_netns(ns.cookie, name);
+            for (ifindex, ifname) in &ns.interfaces {
+                self.names
+                    .add_interface(ns.cookie, *ifindex, ifname.clone());
+                hooked.push((*ifindex, ifname.clone()));
+            }
+        }
+        self.attachments.absorb(more);
+        Ok(hooked)
+    }
+
+    /// A traced interface was renamed.
+    pub fn rename_interface(&mut self, path: &std::path::Path, ifindex: u32, ifname: &str) {
+        if let Some(ns) = self.attachments.namespaces.iter().find(|n| n.path == path) {
+            self.names.add_interface(ns.cookie, ifindex, ifname);
+        }
     }
 
     /// Names every namespace and interface of `topo` (peers outside the traced set included),

@@ -32,7 +32,9 @@ pub struct TraceArgs {
     #[arg(value_name = "FILTER")]
     pub filter: Vec<String>,
     /// Trace only this namespace (ip-netns name, container or pod name, pid:N, netns:INODE,
-    /// or `host`); repeatable. Default: every namespace.
+    /// or `host`), or every namespace whose name matches a pattern with `*` (`'cni-*'`, also
+    /// the ones created during the trace); repeatable. Default: every namespace, including new
+    /// ones.
     #[arg(long = "netns", value_name = "NS")]
     pub netns: Vec<String>,
     /// Hook only interfaces with this name; repeatable. Default: all but loopback.
@@ -100,10 +102,23 @@ fn validate(args: &TraceArgs) -> Result<Plan> {
 pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
     let plan = validate(args)?;
     crate::privileges::require_tracing()?;
-    let topo = topology::discover(&DiscoverOptions {
-        netns: args.netns.clone(),
-        ..Default::default()
-    })?;
+    let patterns: Vec<&str> = args
+        .netns
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.contains('*'))
+        .collect();
+    let topo = if patterns.is_empty() {
+        topology::discover(&DiscoverOptions {
+            netns: args.netns.clone(),
+            ..Default::default()
+        })?
+    } else {
+        select_by_pattern(
+            topology::discover(&DiscoverOptions::default())?,
+            &args.netns,
+        )?
+    };
     check_interfaces(&topo, &args.iface)?;
     let targets: Vec<Target> = topo
         .namespaces
@@ -128,6 +143,10 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
         mode: args.attach_mode,
     })?;
     tracer.add_names(&topo);
+    // New namespaces are picked up when tracing all of them or names matching a pattern; new
+    // links in every traced namespace.
+    let discover_new = args.netns.is_empty() || !patterns.is_empty();
+    let mut hot = Hot::new(&tracer, discover_new, &args.netns, &args.iface)?;
     let mut pcap = match &args.write {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -167,7 +186,7 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the event loop")?;
-    rt.block_on(trace_loop(&mut tracer, &plan, &mut sink))?;
+    rt.block_on(trace_loop(&mut tracer, &mut hot, &plan, &mut sink))?;
 
     let c = tracer.counters()?;
     let packets = sink.packets;
@@ -234,6 +253,7 @@ impl<W: Write, P: Write> Sink<'_, W, P> {
 
 async fn trace_loop<W: Write, P: Write>(
     tracer: &mut Tracer,
+    hot: &mut Hot,
     plan: &Plan,
     sink: &mut Sink<'_, W, P>,
 ) -> Result<()> {
@@ -250,6 +270,7 @@ async fn trace_loop<W: Write, P: Write>(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
+                hot.poll(tracer);
                 for o in tracer.collect() {
                     corr.push(o);
                 }
@@ -310,4 +331,256 @@ fn check_interfaces(topo: &Topology, ifaces: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keeps only the namespaces `wanted` names: exact names (any form `find_netns` accepts) or
+/// patterns with `*`, matched against display and ip-netns names.
+fn select_by_pattern(mut topo: Topology, wanted: &[String]) -> Result<Topology> {
+    for w in wanted.iter().filter(|w| !w.contains('*')) {
+        if topo.find_netns(w).is_none() {
+            bail_usage!(
+                "--netns {w}: no such namespace; known: {}",
+                topology::known_names(&topo)
+            );
+        }
+    }
+    let keep: Vec<u64> = topo
+        .namespaces
+        .iter()
+        .filter(|ns| wanted.iter().any(|w| selects(w, &topo, ns)))
+        .map(|ns| ns.inode)
+        .collect();
+    topo.namespaces.retain(|ns| keep.contains(&ns.inode));
+    Ok(topo)
+}
+
+fn selects(w: &str, topo: &Topology, ns: &topology::Namespace) -> bool {
+    if w.contains('*') {
+        glob(w, &ns.name) || ns.netns_name.as_deref().is_some_and(|n| glob(w, n))
+    } else {
+        topo.find_netns(w).is_some_and(|f| f.inode == ns.inode)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = match parts.split_first() {
+        Some(x) => x,
+        None => return name.is_empty(),
+    };
+    let Some(mut tail) = name.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return tail.is_empty();
+    };
+    for part in middle {
+        match tail.find(part) {
+            Some(i) => tail = &tail[i + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
+}
+
+/// Hot attach: new interfaces in traced namespaces and, when asked, new namespaces, hooked
+/// within a tick of being noticed. What vanishes meanwhile is skipped silently.
+struct Hot {
+    watcher: crate::watch::Watcher,
+    /// inode → (path, display name) of every traced namespace.
+    traced: std::collections::HashMap<u64, (PathBuf, String)>,
+    /// (namespace inode, ifindex) of every hooked interface: a rename is not a new link.
+    hooked: std::collections::HashSet<(u64, u32)>,
+    /// --netns values, when new namespaces must match one of them.
+    wanted: Vec<String>,
+    ifaces: Vec<String>,
+}
+
+impl Hot {
+    fn new(
+        tracer: &Tracer,
+        discover_new: bool,
+        wanted: &[String],
+        ifaces: &[String],
+    ) -> Result<Hot> {
+        let spaces: Vec<(PathBuf, u64, Vec<u32>)> = tracer
+            .attachments()
+            .namespaces
+            .iter()
+            .map(|ns| {
+                (
+                    ns.path.clone(),
+                    ns.inode,
+                    ns.interfaces.iter().map(|(i, _)| *i).collect(),
+                )
+            })
+            .collect();
+        let traced = tracer
+            .attachments()
+            .namespaces
+            .iter()
+            .map(|ns| {
+                let name = tracer.names().netns(ns.cookie);
+                (ns.inode, (ns.path.clone(), name))
+            })
+            .collect();
+        let hooked = spaces
+            .iter()
+            .flat_map(|(_, inode, ifs)| ifs.iter().map(move |i| (*inode, *i)))
+            .collect();
+        Ok(Hot {
+            watcher: crate::watch::Watcher::new(&spaces, discover_new)?,
+            traced,
+            hooked,
+            wanted: wanted.to_vec(),
+            ifaces: ifaces.to_vec(),
+        })
+    }
+
+    fn wants_iface(&self, name: &str) -> bool {
+        if self.ifaces.is_empty() {
+            name != "lo"
+        } else {
+            self.ifaces.iter().any(|i| i == name)
+        }
+    }
+
+    fn poll(&mut self, tracer: &mut Tracer) {
+        use crate::watch::Change;
+        for change in self.watcher.poll() {
+            let result = match change {
+                Change::NewNetns { path, inode } => self.new_netns(tracer, &path, inode),
+                Change::NewLink {
+                    netns_inode,
+                    ifindex,
+                    name,
+                } => self.new_link(tracer, netns_inode, ifindex, &name),
+                Change::GoneNetns { inode } => {
+                    self.traced.remove(&inode);
+                    Ok(())
+                }
+                // A TCX link goes with its device; nothing to do.
+                Change::GoneLink { .. } => Ok(()),
+            };
+            if let Err(e) = result {
+                if !crate::netns::vanished(&e) && !is_gone_device(&e) {
+                    eprintln!("vethtrace: hot attach: {e:#}");
+                }
+            }
+        }
+    }
+
+    fn new_netns(&mut self, tracer: &mut Tracer, path: &std::path::Path, inode: u64) -> Result<()> {
+        if self.traced.contains_key(&inode) {
+            return Ok(());
+        }
+        // An ip-netns name comes from the path for free; anything else (a container's
+        // namespace found through its process) is named by a topology read, only when needed.
+        let ipnetns = ["/run/netns", "/var/run/netns"]
+            .iter()
+            .find_map(|dir| path.strip_prefix(dir).ok())
+            .and_then(|p| p.to_str())
+            .map(str::to_string);
+        let name = match ipnetns {
+            Some(n) => n,
+            None => {
+                let topo = topology::discover(&DiscoverOptions {
+                    netns: vec![format!("netns:{inode}")],
+                    ..Default::default()
+                })?;
+                match topo.namespaces.iter().find(|n| n.inode == inode) {
+                    Some(ns) => ns.name.clone(),
+                    None => return Ok(()),
+                }
+            }
+        };
+        let wanted = self.wanted.is_empty()
+            || self.wanted.iter().any(|w| {
+                if w.contains('*') {
+                    glob(w, &name)
+                } else {
+                    *w == name
+                }
+            });
+        if !wanted {
+            return Ok(());
+        }
+        let selection = Selection {
+            ifnames: self.ifaces.clone(),
+        };
+        let hooked = tracer.attach_more(path, &name, &selection)?;
+        self.hooked.extend(hooked.iter().map(|(i, _)| (inode, *i)));
+        self.traced
+            .insert(inode, (path.to_path_buf(), name.clone()));
+        // Links that appeared between our attach and the subscription.
+        let missing: Vec<String> = self
+            .watcher
+            .watch(path, inode)?
+            .into_iter()
+            .filter(|(i, n)| self.wants_iface(n) && !self.hooked.contains(&(inode, *i)))
+            .map(|(_, n)| n)
+            .collect();
+        if !missing.is_empty() {
+            let more = tracer.attach_more(path, &name, &Selection { ifnames: missing })?;
+            self.hooked.extend(more.iter().map(|(i, _)| (inode, *i)));
+        }
+        Ok(())
+    }
+
+    fn new_link(
+        &mut self,
+        tracer: &mut Tracer,
+        inode: u64,
+        ifindex: u32,
+        ifname: &str,
+    ) -> Result<()> {
+        let Some((path, name)) = self.traced.get(&inode).cloned() else {
+            return Ok(());
+        };
+        if self.hooked.contains(&(inode, ifindex)) {
+            // Renamed: hooked already, only its name changed.
+            tracer.rename_interface(&path, ifindex, ifname);
+            return Ok(());
+        }
+        if !self.wants_iface(ifname) {
+            return Ok(());
+        }
+        let more = tracer.attach_more(
+            &path,
+            &name,
+            &Selection {
+                ifnames: vec![ifname.to_string()],
+            },
+        )?;
+        self.hooked.extend(more.iter().map(|(i, _)| (inode, *i)));
+        Ok(())
+    }
+}
+
+/// An interface that vanished between being noticed and being hooked.
+fn is_gone_device(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("No such device")
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|n| n == libc::ENODEV)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_stars_anywhere() {
+        assert!(glob("cni-*", "cni-1234"));
+        assert!(glob("*", ""));
+        assert!(glob("vt-1-*-pod", "vt-1-0-pod"));
+        assert!(glob("*pod*", "my-pod-1"));
+        assert!(!glob("cni-*", "docker-1"));
+        assert!(!glob("a*b", "ab-c"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+    }
 }
