@@ -14,8 +14,8 @@ mod user;
 #[cfg(feature = "user")]
 pub use user::*;
 
-/// Bumped whenever the layout of [`Event`] changes.
-pub const WIRE_VERSION: u8 = 1;
+/// Bumped whenever the layout of [`Event`], [`NetfilterEvent`] or [`Config`] changes.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Names of the maps, globals and programs in the eBPF object.
 pub mod names {
@@ -26,6 +26,10 @@ pub mod names {
     pub const TC_INGRESS_PROG: &str = "vethtrace_tc_ingress";
     pub const TC_EGRESS_PROG: &str = "vethtrace_tc_egress";
     pub const KFREE_SKB_PROG: &str = "vethtrace_kfree_skb";
+    /// fentry nft_do_chain: parses and stashes the packet while its skb is alive.
+    pub const NFT_DO_CHAIN_ENTRY_PROG: &str = "vethtrace_nft_do_chain_entry";
+    /// fexit nft_do_chain: records the verdict of the stashed packet.
+    pub const NFT_DO_CHAIN_PROG: &str = "vethtrace_nft_do_chain";
 }
 
 /// What an [`Event`] records.
@@ -34,6 +38,8 @@ pub mod kind {
     pub const PACKET: u8 = 1;
     /// A packet freed by the kernel with a drop reason (skb:kfree_skb).
     pub const DROP: u8 = 2;
+    /// A verdict of a netfilter base chain; the record is a [`NetfilterEvent`](crate::NetfilterEvent).
+    pub const NETFILTER: u8 = 3;
 }
 
 /// Where an [`Event`] was observed.
@@ -44,6 +50,8 @@ pub mod hook {
     pub const TC_INGRESS: u8 = 1;
     pub const TC_EGRESS: u8 = 2;
     pub const KFREE_SKB: u8 = 3;
+    /// fentry/fexit of `nft_do_chain` (every nftables base chain, iptables-nft included).
+    pub const NFT_DO_CHAIN: u8 = 4;
 }
 
 /// Bits of [`Event::flags`].
@@ -149,6 +157,78 @@ pub struct EventSnap {
     pub snap: [u8; SNAP_LEN],
 }
 
+/// Bytes kept of a netfilter table or chain name (NUL-padded; longer names are cut to
+/// `NF_NAME_LEN - 1` bytes). Docker's and Kubernetes' chain names fit.
+pub const NF_NAME_LEN: usize = 32;
+
+/// A netfilter verdict: the [`Event`] of the packet (kind [`kind::NETFILTER`], hook
+/// [`hook::NFT_DO_CHAIN`]) followed by where and what netfilter decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetfilterEvent {
+    pub event: Event,
+    /// `NFPROTO_*` of the hook (`state->pf`): see [`nf::proto`].
+    pub family: u8,
+    /// The hook number within the family (`state->hook`), e.g. `NF_INET_FORWARD`.
+    pub hook: u8,
+    pub _pad: [u8; 2],
+    /// The chain's return value: `NF_DROP`, `NF_ACCEPT`, … in the low byte ([`nf::VERDICT_MASK`]),
+    /// an errno in the high 16 bits; see [`nf::dropped`].
+    pub verdict: u32,
+    /// `chain->table->name`, NUL-padded.
+    pub table: [u8; NF_NAME_LEN],
+    /// `chain->name` of the base chain, NUL-padded.
+    pub chain: [u8; NF_NAME_LEN],
+}
+
+impl Default for NetfilterEvent {
+    fn default() -> Self {
+        Self {
+            event: Event::default(),
+            family: 0,
+            hook: 0,
+            _pad: [0; 2],
+            verdict: 0,
+            table: [0; NF_NAME_LEN],
+            chain: [0; NF_NAME_LEN],
+        }
+    }
+}
+
+/// Netfilter's numbers (include/uapi/linux/netfilter.h): stable kernel ABI.
+pub mod nf {
+    /// The verdict is the low byte of a hook's return value.
+    pub const VERDICT_MASK: u32 = 0xff;
+    /// The errno some verdicts carry sits above this many bits (`NF_VERDICT_QBITS`).
+    pub const ERRNO_SHIFT: u32 = 16;
+
+    pub const DROP: u32 = 0;
+    pub const ACCEPT: u32 = 1;
+    pub const STOLEN: u32 = 2;
+    pub const QUEUE: u32 = 3;
+    pub const REPEAT: u32 = 4;
+    pub const STOP: u32 = 5;
+
+    /// Whether a chain's return value means the packet was dropped: `NF_DROP` (with or without
+    /// an errno), or, since Linux 6.8, `NF_STOLEN` with an errno, which is what nftables
+    /// returns after freeing a dropped packet itself (`NF_DROP_REASON`, for a rule's `drop` or
+    /// a `policy drop`). A plain `NF_STOLEN` (a rule that took the packet over) is not a drop.
+    pub const fn dropped(verdict: u32) -> bool {
+        let base = verdict & VERDICT_MASK;
+        base == DROP || (base == STOLEN && verdict >> ERRNO_SHIFT != 0)
+    }
+
+    /// `NFPROTO_*`.
+    pub mod proto {
+        pub const INET: u8 = 1;
+        pub const IPV4: u8 = 2;
+        pub const ARP: u8 = 3;
+        pub const NETDEV: u8 = 5;
+        pub const BRIDGE: u8 = 7;
+        pub const IPV6: u8 = 10;
+    }
+}
+
 /// Maximum number of instructions in a compiled filter.
 pub const MAX_FILTER_INSNS: usize = 32;
 /// Depth of the filter evaluator's boolean stack.
@@ -213,6 +293,8 @@ pub struct Config {
     /// Offsets into kernel structures, read from the running kernel's BTF, used to walk
     /// `struct sk_buff` to the device and its namespace (no CO-RE in aya-ebpf's Rust programs).
     pub offsets: KernelOffsets,
+    /// Offsets into the netfilter structures the `nft_do_chain` program reads.
+    pub nf: NfOffsets,
 }
 
 impl Default for Config {
@@ -222,6 +304,7 @@ impl Default for Config {
             filter_len: 0,
             filter: [FilterInsn::default(); MAX_FILTER_INSNS],
             offsets: KernelOffsets::default(),
+            nf: NfOffsets::default(),
         }
     }
 }
@@ -235,6 +318,12 @@ pub mod config_flag {
     pub const NETNS_FILTER: u32 = 1 << 1;
     /// Copy the first `SNAP_LEN` bytes of each packet after its record (`EventSnap`).
     pub const SNAP: u32 = 1 << 2;
+    /// Record the drops of nftables base chains (fentry/fexit nft_do_chain; see
+    /// [`nf::dropped`](crate::nf::dropped)), with the same filter and namespace filter as drops.
+    pub const NETFILTER: u32 = 1 << 3;
+    /// With [`NETFILTER`]: record every verdict (accept, queue, …), not only drops. Off by
+    /// default: every packet crosses several base chains, and accepts are what they mostly say.
+    pub const NETFILTER_ALL: u32 = 1 << 4;
 }
 
 /// Byte offsets of the kernel fields the drop program reads.
@@ -256,6 +345,30 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 
+/// Byte offsets of the netfilter fields the `nft_do_chain` program reads:
+/// `nft_do_chain(const struct nft_pktinfo *pkt, void *priv)`, `priv` being the base chain's
+/// `struct nft_chain *`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NfOffsets {
+    /// `struct nft_pktinfo`: `skb`, `state`.
+    pub pkt_skb: u32,
+    pub pkt_state: u32,
+    /// `struct nf_hook_state`: `hook`, `pf` (u8 each), `in`, `out`, `net` (pointers).
+    pub state_hook: u32,
+    pub state_pf: u32,
+    pub state_in: u32,
+    pub state_out: u32,
+    pub state_net: u32,
+    /// `struct nft_chain`: `table`, `name`; `struct nft_table`: `name`.
+    pub chain_table: u32,
+    pub chain_name: u32,
+    pub table_name: u32,
+    /// Non-zero when every offset above was found.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
 // The layout user space decodes; a change here is a wire-version bump.
 const _: () = {
     use core::mem::{offset_of, size_of};
@@ -272,5 +385,14 @@ const _: () = {
     assert!(SNAP_LEN.is_multiple_of(8));
     assert!(size_of::<FilterInsn>() == 40);
     assert!(size_of::<KernelOffsets>() == 48);
-    assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48);
+    assert!(size_of::<NfOffsets>() == 48);
+    assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48 + 48);
+    assert!(offset_of!(Config, nf) == 8 + 40 * MAX_FILTER_INSNS + 48);
+    assert!(offset_of!(NetfilterEvent, family) == 168);
+    assert!(offset_of!(NetfilterEvent, hook) == 169);
+    assert!(offset_of!(NetfilterEvent, verdict) == 172);
+    assert!(offset_of!(NetfilterEvent, table) == 176);
+    assert!(offset_of!(NetfilterEvent, chain) == 176 + NF_NAME_LEN);
+    assert!(size_of::<NetfilterEvent>() == 176 + 2 * NF_NAME_LEN);
+    assert!(size_of::<NetfilterEvent>().is_multiple_of(8));
 };

@@ -1,9 +1,12 @@
 //! User-side helpers for the wire types: `aya::Pod` so they can be written into globals, and
 //! checked decoding of ring-buffer records.
 
-use crate::{hook, kind, Config, Event, FilterInsn, Flow, KernelOffsets, SNAP_LEN, WIRE_VERSION};
+use crate::{
+    hook, kind, Config, Event, FilterInsn, Flow, KernelOffsets, NetfilterEvent, NfOffsets,
+    NF_NAME_LEN, SNAP_LEN, WIRE_VERSION,
+};
 
-// SAFETY: all four are #[repr(C)], Copy, made only of integers and integer arrays with explicit
+// SAFETY: all six are #[repr(C)], Copy, made only of integers and integer arrays with explicit
 // padding (asserted in lib.rs), so every bit pattern is a valid value.
 unsafe impl aya::Pod for Event {}
 // SAFETY: as above.
@@ -12,11 +15,15 @@ unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for FilterInsn {}
 // SAFETY: as above.
 unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NfOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NetfilterEvent {}
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Shorter than an [`Event`].
+    /// Shorter than an [`Event`], or than the record its kind says it is ([`NetfilterEvent`]).
     Truncated { len: usize },
     /// Written by programs of another wire version.
     Version(u8),
@@ -31,8 +38,9 @@ impl core::fmt::Display for DecodeError {
         match self {
             DecodeError::Truncated { len } => write!(
                 f,
-                "event record of {len} bytes is shorter than the {} expected",
-                core::mem::size_of::<Event>()
+                "event record of {len} bytes is shorter than its kind's record ({} bytes for an event, {} for a netfilter verdict)",
+                core::mem::size_of::<Event>(),
+                core::mem::size_of::<NetfilterEvent>()
             ),
             DecodeError::Version(v) => write!(
                 f,
@@ -45,7 +53,8 @@ impl core::fmt::Display for DecodeError {
 }
 
 impl Event {
-    /// Decodes one ring-buffer record, checking length, version, kind and hook.
+    /// Decodes the [`Event`] at the start of one ring-buffer record, checking length (of the
+    /// whole record its kind needs), version, kind and hook.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         if bytes.len() < core::mem::size_of::<Event>() {
             return Err(DecodeError::Truncated { len: bytes.len() });
@@ -58,10 +67,12 @@ impl Event {
         }
         match ev.kind {
             kind::PACKET | kind::DROP => {}
+            kind::NETFILTER if bytes.len() >= core::mem::size_of::<NetfilterEvent>() => {}
+            kind::NETFILTER => return Err(DecodeError::Truncated { len: bytes.len() }),
             k => return Err(DecodeError::UnknownKind(k)),
         }
         match ev.hook {
-            hook::TC_INGRESS | hook::TC_EGRESS | hook::KFREE_SKB => {}
+            hook::TC_INGRESS | hook::TC_EGRESS | hook::KFREE_SKB | hook::NFT_DO_CHAIN => {}
             h => return Err(DecodeError::UnknownHook(h)),
         }
         Ok(ev)
@@ -86,6 +97,72 @@ impl Event {
             )
         }
     }
+}
+
+impl NetfilterEvent {
+    /// Decodes a netfilter verdict record, with [`Event::decode`]'s checks; a record of
+    /// another kind is [`DecodeError::UnknownKind`].
+    pub fn decode(bytes: &[u8]) -> Result<NetfilterEvent, DecodeError> {
+        let ev = Event::decode(bytes)?;
+        if ev.kind != kind::NETFILTER {
+            return Err(DecodeError::UnknownKind(ev.kind));
+        }
+        // SAFETY: Event::decode checked that a NETFILTER record holds a whole NetfilterEvent,
+        // which is Pod; read_unaligned does not require the ring buffer's alignment.
+        Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<NetfilterEvent>()) })
+    }
+
+    /// The table's name (up to the first NUL, and the first invalid UTF-8 byte).
+    pub fn table_name(&self) -> &str {
+        c_name(&self.table)
+    }
+
+    /// The base chain's name.
+    pub fn chain_name(&self) -> &str {
+        c_name(&self.chain)
+    }
+
+    /// The verdict without its errno bits: `nf::DROP`, `nf::ACCEPT`, …
+    pub fn base_verdict(&self) -> u32 {
+        self.verdict & crate::nf::VERDICT_MASK
+    }
+
+    /// Whether the chain dropped the packet (see [`crate::nf::dropped`]).
+    pub fn dropped(&self) -> bool {
+        crate::nf::dropped(self.verdict)
+    }
+
+    /// Writes a NUL-padded name (tests; the kernel side reads them with
+    /// bpf_probe_read_kernel_str).
+    pub fn set_names(&mut self, table: &str, chain: &str) {
+        fill(&mut self.table, table);
+        fill(&mut self.chain, chain);
+    }
+
+    /// The record's bytes, as the eBPF side writes them.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: NetfilterEvent is repr(C) without implicit padding (asserted in lib.rs).
+        unsafe {
+            core::slice::from_raw_parts(
+                (self as *const NetfilterEvent).cast::<u8>(),
+                core::mem::size_of::<NetfilterEvent>(),
+            )
+        }
+    }
+}
+
+fn c_name(b: &[u8; NF_NAME_LEN]) -> &str {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    match core::str::from_utf8(&b[..end]) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+fn fill(dst: &mut [u8; NF_NAME_LEN], name: &str) {
+    *dst = [0; NF_NAME_LEN];
+    let n = name.len().min(NF_NAME_LEN - 1);
+    dst[..n].copy_from_slice(&name.as_bytes()[..n]);
 }
 
 impl Flow {
@@ -216,11 +293,108 @@ mod tests {
         );
     }
 
+    fn netfilter_sample() -> NetfilterEvent {
+        let mut ev = sample();
+        ev.kind = kind::NETFILTER;
+        ev.hook = hook::NFT_DO_CHAIN;
+        ev.flags = 0;
+        ev.location = 0;
+        ev.drop_reason = 0;
+        let mut nf = NetfilterEvent {
+            event: ev,
+            family: crate::nf::proto::IPV4,
+            hook: 2,
+            verdict: crate::nf::DROP | (1 << 16),
+            ..Default::default()
+        };
+        nf.set_names("filter", "FORWARD");
+        nf
+    }
+
+    #[test]
+    fn netfilter_event_round_trips() {
+        let nf = netfilter_sample();
+        let bytes = nf.as_bytes();
+        assert_eq!(bytes.len(), 240);
+        // The header decodes on its own, as for every record.
+        assert_eq!(Event::decode(bytes), Ok(nf.event));
+        let back = NetfilterEvent::decode(bytes).expect("decodes");
+        assert_eq!(back, nf);
+        assert_eq!(back.table_name(), "filter");
+        assert_eq!(back.chain_name(), "FORWARD");
+        assert_eq!(back.base_verdict(), crate::nf::DROP);
+        assert_eq!(back.hook, 2);
+    }
+
+    #[test]
+    fn drops_are_nf_drop_or_stolen_with_an_errno() {
+        use crate::nf;
+        // Linux >= 6.8: nft_do_chain frees the packet and returns NF_STOLEN | EPERM << 16.
+        assert!(nf::dropped(nf::STOLEN | (1 << nf::ERRNO_SHIFT)));
+        assert!(nf::dropped(nf::DROP));
+        assert!(nf::dropped(nf::DROP | (1 << nf::ERRNO_SHIFT)));
+        assert!(!nf::dropped(nf::STOLEN));
+        assert!(!nf::dropped(nf::ACCEPT));
+        // A queue number in the high bits is not an errno.
+        assert!(!nf::dropped(nf::QUEUE | (3 << nf::ERRNO_SHIFT)));
+        let mut ev = netfilter_sample();
+        ev.verdict = nf::STOLEN | (1 << nf::ERRNO_SHIFT);
+        assert!(ev.dropped());
+    }
+
+    #[test]
+    fn netfilter_names_are_cut_and_nul_padded() {
+        let mut nf = netfilter_sample();
+        let long = "KUBE-SVC-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        nf.set_names("t", long);
+        assert_eq!(nf.chain_name(), &long[..NF_NAME_LEN - 1]);
+        assert_eq!(nf.table[1..], [0; NF_NAME_LEN - 1]);
+        // A name filling the whole array without a NUL is still read (a kernel string cut by
+        // a shorter NF_NAME_LEN on the other side).
+        nf.chain = [b'A'; NF_NAME_LEN];
+        assert_eq!(nf.chain_name().len(), NF_NAME_LEN);
+    }
+
+    #[test]
+    fn netfilter_records_are_checked_for_truncation_and_kind() {
+        let nf = netfilter_sample();
+        let bytes = nf.as_bytes();
+        // Every length short of the whole record fails, including those holding a whole Event.
+        for len in 0..bytes.len() {
+            assert_eq!(
+                Event::decode(&bytes[..len]),
+                Err(DecodeError::Truncated { len })
+            );
+            assert_eq!(
+                NetfilterEvent::decode(&bytes[..len]),
+                Err(DecodeError::Truncated { len })
+            );
+        }
+        // A drop record is not a netfilter verdict.
+        assert_eq!(
+            NetfilterEvent::decode(sample().as_bytes()),
+            Err(DecodeError::UnknownKind(kind::DROP))
+        );
+        let mut bad = netfilter_sample();
+        bad.event.hook = 99;
+        assert_eq!(
+            NetfilterEvent::decode(bad.as_bytes()),
+            Err(DecodeError::UnknownHook(99))
+        );
+        let mut old = netfilter_sample();
+        old.event.version = 1;
+        assert_eq!(
+            NetfilterEvent::decode(old.as_bytes()),
+            Err(DecodeError::Version(1))
+        );
+    }
+
     #[test]
     fn config_is_plain_bytes() {
         // The config is written into a .rodata global byte for byte: it must stay Pod-sized.
         assert_eq!(core::mem::size_of::<Config>() % 8, 0);
         let c = Config::default();
         assert_eq!(c.filter_len, 0);
+        assert_eq!(c.nf.valid, 0);
     }
 }
