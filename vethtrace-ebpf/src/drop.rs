@@ -5,7 +5,7 @@
 //! (`Config::offsets`). Normal consumption goes to skb:consume_skb, not here.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
+    helpers::{bpf_ktime_get_ns, generated},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -14,30 +14,11 @@ use vethtrace_common::{
 };
 
 use crate::{
-    emit::{emit, emit_snap},
+    emit::emit,
     filter,
     maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
-    parse,
-    skb::{device, field},
+    skb::{device, parse_skb},
 };
-
-/// The packet's bytes from its network header: `base` is kernel memory, `len` how much of it
-/// belongs to the packet.
-struct KernelBytes {
-    base: *const u8,
-    len: usize,
-}
-
-impl parse::Reader for KernelBytes {
-    #[inline(always)]
-    fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        if off + core::mem::size_of::<T>() > self.len {
-            return None;
-        }
-        // SAFETY: bpf_probe_read_kernel tolerates faults; the bound above keeps us inside the skb.
-        unsafe { bpf_probe_read_kernel(self.base.add(off).cast::<T>()).ok() }
-    }
-}
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn vethtrace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
@@ -80,31 +61,11 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
         drop_reason: reason,
         ..Default::default()
     };
-    let head: u64 = field(skb, o.skb_head);
-    let data: u64 = field(skb, o.skb_data);
-    let len: u32 = field(skb, o.skb_len);
-    let nh: u16 = field(skb, o.skb_network_header);
-    // skb->protocol is the ethertype in network byte order.
-    let ethertype: u16 = u16::from_be(field::<u16>(skb, o.skb_protocol));
-    // Bytes from the network header to the end of the packet: len counts from data.
-    let data_off = data.wrapping_sub(head) as i64;
-    let avail = len as i64 + data_off - nh as i64;
-    let l3 = (head + nh as u64) as *const u8;
-    if head == 0 || avail <= 0 || ethertype == 0 {
-        ev.flags |= flag::TRUNCATED;
-    } else {
-        let bytes = KernelBytes {
-            base: l3,
-            len: avail as usize,
-        };
-        ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
-    }
+    let l3 = parse_skb(skb, o, ev);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
         return;
     }
-    ev.len = len;
-    ev.mark = field(skb, o.skb_mark);
     match dev {
         Some((ifindex, cookie)) => {
             ev.ifindex = ifindex;
@@ -115,12 +76,12 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     bump(counter::DROPS);
-    if flags & config_flag::SNAP == 0 || avail <= 0 {
+    let Some(l3) = l3.filter(|_| flags & config_flag::SNAP != 0) else {
         emit(ev);
         return;
-    }
+    };
     // Verifier: the size must be provably in 1..=SNAP_LEN.
-    let n = (avail as u64).min(SNAP_LEN as u64) as u32;
+    let n = (l3.len as u64).min(SNAP_LEN as u64) as u32;
     if n == 0 || n > SNAP_LEN as u32 {
         emit(ev);
         return;
@@ -128,8 +89,9 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     ev.flags |= flag::SNAP_L3;
     // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN; a
     // bad source address makes the helper fail, not fault.
-    let rc =
-        unsafe { generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.cast()) };
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.base.cast())
+    };
     slot.event.snap_len = if rc == 0 { n } else { 0 };
-    emit_snap(slot);
+    emit(slot);
 }

@@ -2,22 +2,15 @@
 //! timer), and a per-CPU counter bumped for every event that found the ring full.
 
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
-use vethtrace_common::{counter, Event, EventSnap};
+use vethtrace_common::counter;
 
 use crate::maps::{bump, EVENTS};
 
+/// Writes one record: an `Event`, an `EventSnap` (event and packet snapshot) or a
+/// `NetfilterEvent`; each starts with the `Event` that says which it is.
 #[inline(always)]
-pub fn emit(ev: &Event) {
-    match EVENTS.output::<Event>(ev, BPF_RB_NO_WAKEUP as u64) {
-        Ok(()) => bump(counter::EMITTED),
-        Err(_) => bump(counter::LOST),
-    }
-}
-
-/// Writes the event with its packet snapshot.
-#[inline(always)]
-pub fn emit_snap(ev: &EventSnap) {
-    match EVENTS.output::<EventSnap>(ev, BPF_RB_NO_WAKEUP as u64) {
+pub fn emit<T>(record: &T) {
+    match EVENTS.output::<T>(record, BPF_RB_NO_WAKEUP as u64) {
         Ok(()) => bump(counter::EMITTED),
         Err(_) => bump(counter::LOST),
     }

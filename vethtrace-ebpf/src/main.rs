@@ -1,5 +1,7 @@
 //! vethtrace's kernel side: tc programs that record matching packets at every hook they are
-//! attached to, and a tp_btf program on skb:kfree_skb that records matching drops.
+//! attached to, a tp_btf program on skb:kfree_skb that records matching drops, and fentry/fexit
+//! programs on nft_do_chain that record the verdicts of nftables base chains (iptables-nft's
+//! included) on matching packets.
 //!
 //! Owns: header parsing, the in-kernel filter, writing events and loss counters.
 //! Does not own: deciding where to attach, naming things, correlating hops (user space does).
@@ -12,6 +14,7 @@ mod drop;
 mod emit;
 mod filter;
 mod maps;
+mod netfilter;
 mod parse;
 mod skb;
 mod tc;

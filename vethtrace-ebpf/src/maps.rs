@@ -7,6 +7,8 @@ use aya_ebpf::{
 };
 use vethtrace_common::{counter, Config, EventSnap};
 
+use crate::netfilter::NfStash;
+
 /// Events for user space. The loader resizes it (`--ring-size`); this is the default.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -23,6 +25,11 @@ pub static SCRATCH: PerCpuArray<EventSnap> = PerCpuArray::with_max_entries(2, 0)
 pub const SCRATCH_TC: u32 = 0;
 /// SCRATCH slot of the drop program.
 pub const SCRATCH_DROP: u32 = 1;
+
+/// The netfilter programs' per-CPU stack of nft_do_chain calls in progress: fentry parses
+/// and pushes the packet's record, fexit pops it and adds the verdict.
+#[map(name = "NF_STASH")]
+pub static NF_STASH: PerCpuArray<NfStash> = PerCpuArray::with_max_entries(1, 0);
 
 /// Netns cookies of the traced namespaces (with `config_flag::NETNS_FILTER`); values unused.
 #[map(name = "NETNS")]
@@ -53,6 +60,20 @@ pub static CONFIG: Config = Config {
         dev_nd_net: 0,
         net_cookie: 0,
         skb_protocol: 0,
+        valid: 0,
+        _pad: 0,
+    },
+    nf: vethtrace_common::NfOffsets {
+        pkt_skb: 0,
+        pkt_state: 0,
+        state_hook: 0,
+        state_pf: 0,
+        state_in: 0,
+        state_out: 0,
+        state_net: 0,
+        chain_table: 0,
+        chain_name: 0,
+        table_name: 0,
         valid: 0,
         _pad: 0,
     },

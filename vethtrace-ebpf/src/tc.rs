@@ -11,7 +11,7 @@ use vethtrace_common::{
 };
 
 use crate::{
-    emit::{emit, emit_snap},
+    emit::emit,
     filter,
     maps::{bump, config, SCRATCH, SCRATCH_TC},
     parse, skb,
@@ -87,5 +87,5 @@ fn trace(ctx: &TcContext, hook: u8) {
     // SAFETY: the destination is SNAP_LEN bytes of map value; n is within 1..=SNAP_LEN.
     let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, slot.snap.as_mut_ptr().cast(), n) };
     slot.event.snap_len = if rc == 0 { n } else { 0 };
-    emit_snap(slot);
+    emit(slot);
 }
