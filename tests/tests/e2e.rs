@@ -44,13 +44,19 @@ fn probe(lab: &Lab, tracer: &mut Tracer, from: &str, to: &str) -> (bool, Vec<Pac
     (replied, correlate(obs))
 }
 
+/// Hooks, drops and frees (netfilter verdicts are asserted in netfilter.rs).
 fn hops(p: &PacketPath) -> Vec<String> {
     p.hops
         .iter()
-        .map(|h| match &h.what {
-            What::Hook(dir) => format!("{} {} {dir}", h.netns, h.ifname.as_deref().unwrap_or("?")),
-            What::Drop { reason, .. } => format!("drop {} {reason}", h.netns),
-            What::Freed { reason, .. } => format!("freed {} {reason}", h.netns),
+        .filter_map(|h| match &h.what {
+            What::Hook(dir) => Some(format!(
+                "{} {} {dir}",
+                h.netns,
+                h.ifname.as_deref().unwrap_or("?")
+            )),
+            What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
+            What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
+            What::Netfilter { .. } => None,
         })
         .collect()
 }

@@ -107,11 +107,12 @@ fn ndjson(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// `netns ifname dir` (or `drop netns reason`) of every line of packet `id`.
+/// `netns ifname dir` (or `drop netns reason`) of every line of packet `id` (netfilter
+/// verdicts, where the kernel has the layer, are asserted in netfilter.rs).
 fn hops(lines: &[Value], id: u64) -> Vec<String> {
     lines
         .iter()
-        .filter(|l| l["packet"] == id)
+        .filter(|l| l["packet"] == id && l["type"] != "netfilter")
         .map(|l| match l["type"].as_str() {
             Some("packet") => format!(
                 "{} {} {}",

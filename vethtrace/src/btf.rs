@@ -1,12 +1,13 @@
 //! What the running kernel's BTF tells us: the names of `enum skb_drop_reason` (never a
-//! hard-coded table: values move between kernels) and the offsets of the few `sk_buff`,
-//! `net_device` and `net` fields the drop program reads.
+//! hard-coded table: values move between kernels), the offsets of the few `sk_buff`,
+//! `net_device` and `net` fields the drop program reads, and those of the netfilter structures
+//! the `nft_do_chain` program reads.
 
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Context, Result};
 use btf_rs::{Btf, Type};
-use vethtrace_common::KernelOffsets;
+use vethtrace_common::{KernelOffsets, NfOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -65,6 +66,48 @@ impl KernelBtf {
         };
         o.valid = 1;
         Ok(o)
+    }
+
+    /// Byte offsets for [`NfOffsets`], `valid` set when all were found; an error saying why
+    /// the netfilter layer cannot work here otherwise (no nf_tables in the kernel's BTF).
+    pub fn nf_offsets(&self) -> Result<NfOffsets> {
+        if !self.has_function("nft_do_chain") {
+            return Err(anyhow!(
+                "{}",
+                if std::path::Path::new("/sys/kernel/btf/nf_tables").exists() {
+                    "nft_do_chain is in the nf_tables module, and fexit is attached to vmlinux functions only"
+                } else {
+                    "the kernel's BTF has no nft_do_chain (nf_tables not built in)"
+                }
+            ));
+        }
+        let state = |f| self.member_offset("nf_hook_state", f);
+        let mut o = NfOffsets {
+            pkt_skb: self.member_offset("nft_pktinfo", "skb")?,
+            pkt_state: self.member_offset("nft_pktinfo", "state")?,
+            state_hook: state("hook")?,
+            state_pf: state("pf")?,
+            state_in: state("in")?,
+            state_out: state("out")?,
+            state_net: state("net")?,
+            chain_table: self.member_offset("nft_chain", "table")?,
+            chain_name: self.member_offset("nft_chain", "name")?,
+            table_name: self.member_offset("nft_table", "name")?,
+            valid: 0,
+            _pad: 0,
+        };
+        o.valid = 1;
+        Ok(o)
+    }
+
+    /// Whether the BTF describes a function of that name (a name it does not know is an
+    /// error in btf-rs: that is a no).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
     }
 
     /// Byte offset of `field` in `struct strukt`, looking through anonymous unions and structs.
@@ -152,5 +195,16 @@ mod tests {
         let o = btf.offsets().expect("offsets");
         assert_eq!(o.valid, 1);
         assert_ne!(o.skb_dev, o.skb_len);
+        // nf_tables may be a module elsewhere; where nft_do_chain is in vmlinux, every
+        // netfilter offset must be found.
+        if btf.has_function("nft_do_chain") {
+            let n = btf.nf_offsets().expect("netfilter offsets");
+            assert_eq!(n.valid, 1);
+            // hook and pf are adjacent u8s at the start of nf_hook_state.
+            assert_eq!(n.state_pf, n.state_hook + 1);
+            assert_ne!(n.pkt_skb, n.pkt_state);
+        } else {
+            assert!(btf.nf_offsets().is_err());
+        }
     }
 }

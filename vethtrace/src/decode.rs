@@ -1,10 +1,11 @@
 //! Decoding: a raw kernel [`Event`] becomes an [`Observation`] with names: the namespace's
 //! display name (from its netns cookie) and the interface's name (from namespace + ifindex,
-//! since ifindexes collide across namespaces). Pure: names come in through [`Names`].
+//! since ifindexes collide across namespaces); a netfilter verdict ([`NetfilterEvent`]) gets
+//! its family, hook and verdict named. Pure: names come in through [`Names`].
 
 use std::{collections::HashMap, net::IpAddr};
 
-use vethtrace_common::{flag, hook, Event, Flow};
+use vethtrace_common::{flag, hook, kind, nf, Event, Flow, NetfilterEvent};
 
 use crate::{btf::DropReasons, kallsyms::Kallsyms};
 
@@ -68,6 +69,83 @@ pub enum What {
         location: String,
         why: &'static str,
     },
+    /// The verdict of a netfilter base chain on the packet (fentry/fexit nft_do_chain). Not a hop
+    /// and not a drop: it joins its packet's path (and precedes the NETFILTER_DROP drop when
+    /// the verdict is `DROP`).
+    Netfilter {
+        /// nft's family name: `ip`, `ip6`, `inet`, `bridge`, `arp`, `netdev`.
+        family: String,
+        /// The hook, by the family's names: `FORWARD`, `INPUT`, …
+        hook: String,
+        table: String,
+        chain: String,
+        /// `DROP`, `ACCEPT`, `STOLEN`, `QUEUE`, `REPEAT`, `STOP`.
+        verdict: String,
+    },
+}
+
+/// nft's name of an `NFPROTO_*` family.
+pub fn nf_family_name(pf: u8) -> String {
+    match pf {
+        nf::proto::INET => "inet".into(),
+        nf::proto::IPV4 => "ip".into(),
+        nf::proto::ARP => "arp".into(),
+        nf::proto::NETDEV => "netdev".into(),
+        nf::proto::BRIDGE => "bridge".into(),
+        nf::proto::IPV6 => "ip6".into(),
+        n => format!("family {n}"),
+    }
+}
+
+/// The name of hook `hook` of family `pf`, as iptables/ebtables/arptables spell the built-in
+/// chains (`enum nf_inet_hooks`, `nf_br_hooks`, `NF_ARP_*`, `nf_dev_hooks`).
+pub fn nf_hook_name(pf: u8, hook: u8) -> String {
+    const INET: [&str; 6] = [
+        "PREROUTING",
+        "INPUT",
+        "FORWARD",
+        "OUTPUT",
+        "POSTROUTING",
+        "INGRESS",
+    ];
+    const BRIDGE: [&str; 6] = [
+        "PREROUTING",
+        "INPUT",
+        "FORWARD",
+        "OUTPUT",
+        "POSTROUTING",
+        "BROUTING",
+    ];
+    const ARP: [&str; 3] = ["INPUT", "OUTPUT", "FORWARD"];
+    const NETDEV: [&str; 2] = ["INGRESS", "EGRESS"];
+    let names: &[&str] = match pf {
+        nf::proto::INET | nf::proto::IPV4 | nf::proto::IPV6 => &INET,
+        nf::proto::BRIDGE => &BRIDGE,
+        nf::proto::ARP => &ARP,
+        nf::proto::NETDEV => &NETDEV,
+        _ => &[],
+    };
+    names
+        .get(hook as usize)
+        .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
+}
+
+/// The name of a netfilter verdict: `DROP` for every drop ([`nf::dropped`]: also the
+/// `NF_STOLEN` with an errno nftables returns after freeing a dropped packet), else the low
+/// byte's name.
+pub fn nf_verdict_name(verdict: u32) -> String {
+    if nf::dropped(verdict) {
+        return "DROP".into();
+    }
+    match verdict & nf::VERDICT_MASK {
+        nf::DROP => "DROP".into(),
+        nf::ACCEPT => "ACCEPT".into(),
+        nf::STOLEN => "STOLEN".into(),
+        nf::QUEUE => "QUEUE".into(),
+        nf::REPEAT => "REPEAT".into(),
+        nf::STOP => "STOP".into(),
+        v => format!("verdict {v}"),
+    }
 }
 
 /// One decoded event.
@@ -102,9 +180,14 @@ impl Observation {
         matches!(self.what, What::Drop { .. })
     }
 
-    /// Seen by a tc hook (not a drop or free).
+    /// Seen by a tc hook (not a drop, free or netfilter verdict).
     pub fn is_hook(&self) -> bool {
         matches!(self.what, What::Hook(_))
+    }
+
+    /// A netfilter verdict.
+    pub fn is_netfilter(&self) -> bool {
+        matches!(self.what, What::Netfilter { .. })
     }
 }
 
@@ -117,10 +200,31 @@ pub struct Decoder<'a> {
 
 impl Decoder<'_> {
     /// Decodes a record (the event and any snapshot that follows it).
+    ///
+    /// `ev` is the record's header as [`Event::decode`] returned it, which for a netfilter
+    /// verdict checked that the whole [`NetfilterEvent`] is there.
     pub fn decode_record(&self, ev: &Event, record: &[u8]) -> Observation {
+        if ev.kind == kind::NETFILTER {
+            if let Ok(nf) = NetfilterEvent::decode(record) {
+                return self.decode_netfilter(&nf);
+            }
+        }
         let mut o = self.decode(ev);
         o.snapshot = ev.snapshot(record).to_vec();
         o.snapshot_l3 = ev.flags & flag::SNAP_L3 != 0;
+        o
+    }
+
+    /// A netfilter verdict, with its packet's namespace, device and flows.
+    pub fn decode_netfilter(&self, nf: &NetfilterEvent) -> Observation {
+        let mut o = self.decode(&nf.event);
+        o.what = What::Netfilter {
+            family: nf_family_name(nf.family),
+            hook: nf_hook_name(nf.family, nf.hook),
+            table: nf.table_name().to_string(),
+            chain: nf.chain_name().to_string(),
+            verdict: nf_verdict_name(nf.verdict),
+        };
         o
     }
 
@@ -128,6 +232,14 @@ impl Decoder<'_> {
         let what = match ev.hook {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),
             hook::TC_EGRESS => What::Hook(Dir::Egress),
+            // Only the header: the names are in the rest of the record (decode_netfilter).
+            hook::NFT_DO_CHAIN => What::Netfilter {
+                family: String::new(),
+                hook: String::new(),
+                table: String::new(),
+                chain: String::new(),
+                verdict: String::new(),
+            },
             _ => {
                 let reason = self.reasons.name(ev.drop_reason);
                 let location = self.kallsyms.symbolize(ev.location);
@@ -312,6 +424,98 @@ mod tests {
         // An echo request freed the same way is a real drop.
         ev.outer.icmp_type = 8;
         assert!(d.decode(&ev).is_drop());
+    }
+
+    #[test]
+    fn netfilter_verdicts_are_named_and_are_neither_hops_nor_drops() {
+        let names = names();
+        let reasons = DropReasons::default();
+        let ks = Kallsyms::default();
+        let d = Decoder {
+            names: &names,
+            reasons: &reasons,
+            kallsyms: &ks,
+        };
+        let mut nf = NetfilterEvent {
+            event: Event {
+                version: WIRE_VERSION,
+                kind: kind::NETFILTER,
+                hook: hook::NFT_DO_CHAIN,
+                netns_cookie: 22,
+                ifindex: 2,
+                len: 84,
+                ..Default::default()
+            },
+            family: nf::proto::IPV4,
+            hook: 2,
+            verdict: nf::DROP,
+            ..Default::default()
+        };
+        nf.event.outer.ethertype = 0x0800;
+        nf.event.outer.l4 = 1;
+        nf.set_names("filter", "FORWARD");
+        // Through the record path, as the tracer decodes the ring buffer.
+        let bytes = nf.as_bytes();
+        let ev = Event::decode(bytes).expect("header");
+        let o = d.decode_record(&ev, bytes);
+        assert_eq!(
+            o.what,
+            What::Netfilter {
+                family: "ip".into(),
+                hook: "FORWARD".into(),
+                table: "filter".into(),
+                chain: "FORWARD".into(),
+                verdict: "DROP".into(),
+            }
+        );
+        assert_eq!(
+            (o.netns.as_str(), o.ifname.as_deref(), o.len),
+            ("node", Some("br01"), 84)
+        );
+        assert!(o.is_netfilter() && !o.is_hook() && !o.is_drop());
+        // It joins its packet: same flow as the hops.
+        assert_eq!(o.flow().l4, 1);
+        // What nftables returns on Linux >= 6.8 after freeing a dropped packet is a drop; an
+        // accept in the bridge family's BROUTING hook is named so.
+        nf.verdict = (1 << 16) | nf::STOLEN;
+        assert!(
+            matches!(d.decode_netfilter(&nf).what, What::Netfilter { ref verdict, .. } if verdict == "DROP")
+        );
+        nf.family = nf::proto::BRIDGE;
+        nf.hook = 5;
+        nf.verdict = nf::ACCEPT;
+        let What::Netfilter {
+            family,
+            hook,
+            verdict,
+            ..
+        } = d.decode_netfilter(&nf).what
+        else {
+            panic!("netfilter")
+        };
+        assert_eq!(
+            (family.as_str(), hook.as_str(), verdict.as_str()),
+            ("bridge", "BROUTING", "ACCEPT")
+        );
+    }
+
+    #[test]
+    fn netfilter_names_per_family() {
+        assert_eq!(nf_hook_name(nf::proto::IPV4, 0), "PREROUTING");
+        assert_eq!(nf_hook_name(nf::proto::IPV6, 1), "INPUT");
+        assert_eq!(nf_hook_name(nf::proto::INET, 4), "POSTROUTING");
+        assert_eq!(nf_hook_name(nf::proto::ARP, 1), "OUTPUT");
+        assert_eq!(nf_hook_name(nf::proto::NETDEV, 0), "INGRESS");
+        assert_eq!(nf_hook_name(nf::proto::IPV4, 9), "hook 9");
+        assert_eq!(nf_hook_name(42, 0), "hook 0");
+        assert_eq!(nf_family_name(nf::proto::IPV6), "ip6");
+        assert_eq!(nf_family_name(42), "family 42");
+        assert_eq!(nf_verdict_name(nf::QUEUE), "QUEUE");
+        assert_eq!(nf_verdict_name(0x4000_0003), "QUEUE");
+        assert_eq!(nf_verdict_name(9), "verdict 9");
+        assert_eq!(nf_verdict_name(nf::STOLEN), "STOLEN");
+        assert_eq!(nf_verdict_name(nf::STOLEN | (1 << 16)), "DROP");
+        assert_eq!(nf_verdict_name(nf::DROP | (1 << 16)), "DROP");
     }
 
     #[test]

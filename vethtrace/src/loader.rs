@@ -1,13 +1,15 @@
 //! Loading the eBPF object with its load-time configuration, and choosing kernel features by
 //! trying them: the drop layer is tp_btf skb:kfree_skb when the kernel has BTF and allows it,
-//! and otherwise absent (reported, never fatal).
+//! and the netfilter layer (which chain and verdict dropped a packet) is fentry/fexit
+//! nft_do_chain when nf_tables is in the kernel's BTF and both programs load and attach; each
+//! is otherwise absent (reported, never fatal).
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{BtfTracePoint, SchedClassifier},
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError, SchedClassifier},
     Btf, Ebpf, EbpfLoader,
 };
-use vethtrace_common::{config_flag, names, Config, FilterInsn, MAX_FILTER_INSNS};
+use vethtrace_common::{config_flag, names, Config, FilterInsn, NfOffsets, MAX_FILTER_INSNS};
 
 use crate::{btf::DropReasons, ebpf_object};
 
@@ -47,10 +49,71 @@ impl std::fmt::Display for DropLayer {
     }
 }
 
+/// Environment variable choosing the netfilter layer: `off` skips it, `all` records every
+/// verdict (accepts too); unset or anything else records `NF_DROP` verdicts.
+pub const NETFILTER_ENV: &str = "VETHTRACE_NETFILTER";
+
+/// What the netfilter layer is asked to record (see [`NETFILTER_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetfilterMode {
+    /// Not attached.
+    Off,
+    /// `NF_DROP` verdicts only.
+    #[default]
+    Drops,
+    /// Every verdict of every base chain the packet crosses.
+    All,
+}
+
+impl NetfilterMode {
+    /// The mode a value of [`NETFILTER_ENV`] asks for.
+    pub fn from_env_value(v: Option<&str>) -> Self {
+        match v.map(str::trim) {
+            Some("off" | "0" | "no") => NetfilterMode::Off,
+            Some("all") => NetfilterMode::All,
+            _ => NetfilterMode::Drops,
+        }
+    }
+
+    fn from_env() -> Self {
+        Self::from_env_value(std::env::var(NETFILTER_ENV).ok().as_deref())
+    }
+}
+
+/// How netfilter verdicts are observed on this kernel. The layer goes with the drop layer
+/// (it says which chain dropped what the drop layer sees freed), so it is requested whenever
+/// drops are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetfilterLayer {
+    /// fentry/fexit nft_do_chain are attached (every nftables base chain, iptables-nft
+    /// included).
+    NftDoChain(NetfilterMode),
+    /// Not requested (no drops, or `VETHTRACE_NETFILTER=off`).
+    Off,
+    /// Requested but unavailable, with the reason; tracing goes on without it.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for NetfilterLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetfilterLayer::NftDoChain(NetfilterMode::All) => {
+                f.write_str("netfilter verdicts (all) via fentry/fexit nft_do_chain")
+            }
+            NetfilterLayer::NftDoChain(_) => {
+                f.write_str("netfilter verdicts via fentry/fexit nft_do_chain")
+            }
+            NetfilterLayer::Off => f.write_str("netfilter layer off"),
+            NetfilterLayer::Unavailable(why) => write!(f, "netfilter layer unavailable ({why})"),
+        }
+    }
+}
+
 /// The loaded programs and maps. Dropping it unloads everything still held by it.
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub drop_layer: DropLayer,
+    pub netfilter_layer: NetfilterLayer,
     /// Names of `enum skb_drop_reason` on this kernel (empty without BTF).
     pub drop_reasons: DropReasons,
 }
@@ -93,6 +156,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     } else {
         DropLayer::Off
     };
+    let nf_mode = if opts.drops {
+        NetfilterMode::from_env()
+    } else {
+        NetfilterMode::Off
+    };
+    let mut netfilter_layer = plan_netfilter(nf_mode, || kernel_btf.nf_offsets(), &mut config);
 
     let mut loader = EbpfLoader::new();
     loader.override_global(names::CONFIG_GLOBAL, &config, true);
@@ -117,9 +186,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             drop_layer = DropLayer::Unavailable(format!("{e:#}"));
         }
     }
+    if matches!(netfilter_layer, NetfilterLayer::NftDoChain(_)) {
+        if let Err(e) = attach_nft_do_chain(&mut ebpf) {
+            netfilter_layer = NetfilterLayer::Unavailable(format!("{e:#}"));
+        }
+    }
     Ok(Loaded {
         ebpf,
         drop_layer,
+        netfilter_layer,
         drop_reasons,
     })
 }
@@ -136,7 +211,96 @@ fn attach_kfree_skb(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Adds a traced namespace to the drop program's namespace filter.
+/// The netfilter layer `mode` asks for, given the offsets the kernel's BTF yields: the
+/// offsets and flags go into `config` when they were found, else the layer is unavailable
+/// and `config` is left as it was (the program then never records anything).
+fn plan_netfilter(
+    mode: NetfilterMode,
+    offsets: impl FnOnce() -> Result<NfOffsets>,
+    config: &mut Config,
+) -> NetfilterLayer {
+    if mode == NetfilterMode::Off {
+        return NetfilterLayer::Off;
+    }
+    match offsets() {
+        Ok(nf) => {
+            config.nf = nf;
+            config.flags |= config_flag::NETFILTER;
+            if mode == NetfilterMode::All {
+                config.flags |= config_flag::NETFILTER_ALL;
+            }
+            NetfilterLayer::NftDoChain(mode)
+        }
+        Err(e) => NetfilterLayer::Unavailable(format!("{e:#}")),
+    }
+}
+
+/// Loads and attaches fexit then fentry nft_do_chain (an fexit alone records nothing).
+/// Failing here (no trampolines on this kernel or architecture, a verifier rejection) only
+/// costs the netfilter layer: whatever was attached is unloaded again.
+fn attach_nft_do_chain(ebpf: &mut Ebpf) -> Result<()> {
+    let btf = Btf::from_sys_fs().context("read the kernel BTF")?;
+    let attached = attach_nft_exit(ebpf, &btf).and_then(|()| attach_nft_entry(ebpf, &btf));
+    if attached.is_err() {
+        // Unloading also detaches; a program that never loaded has nothing to undo.
+        let exit: Option<&mut FExit> = ebpf
+            .program_mut(names::NFT_DO_CHAIN_PROG)
+            .and_then(|p| p.try_into().ok());
+        if let Some(p) = exit {
+            let _ = p.unload();
+        }
+        let entry: Option<&mut FEntry> = ebpf
+            .program_mut(names::NFT_DO_CHAIN_ENTRY_PROG)
+            .and_then(|p| p.try_into().ok());
+        if let Some(p) = entry {
+            let _ = p.unload();
+        }
+    }
+    attached
+}
+
+fn attach_nft_exit(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let prog: &mut FExit = ebpf
+        .program_mut(names::NFT_DO_CHAIN_PROG)
+        .context("the eBPF object has no netfilter program: rebuild it")?
+        .try_into()?;
+    prog.load("nft_do_chain", btf)
+        .map_err(|e| load_error("fexit/nft_do_chain", e))?;
+    prog.attach().context("attach fexit/nft_do_chain")?;
+    Ok(())
+}
+
+fn attach_nft_entry(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let prog: &mut FEntry = ebpf
+        .program_mut(names::NFT_DO_CHAIN_ENTRY_PROG)
+        .context("the eBPF object has no netfilter program: rebuild it")?
+        .try_into()?;
+    prog.load("nft_do_chain", btf)
+        .map_err(|e| load_error("fentry/nft_do_chain", e))?;
+    prog.attach().context("attach fentry/nft_do_chain")?;
+    Ok(())
+}
+
+/// Why a trampoline program did not load, in one readable reason. EPERM with an empty
+/// verifier log is the kernel refusing fentry/fexit outright, before looking at the program
+/// (as some hypervisors' kernels do even for root), not something about this program.
+fn load_error(what: &str, e: ProgramError) -> anyhow::Error {
+    match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } if io_error.raw_os_error() == Some(libc::EPERM)
+            && verifier_log.to_string().trim().is_empty() =>
+        {
+            anyhow::anyhow!(
+                "the kernel refuses {what} before verifying it (EPERM): no fentry/fexit here"
+            )
+        }
+        _ => anyhow::Error::new(e).context(format!("load {what}")),
+    }
+}
+
+/// Adds a traced namespace to the drop and netfilter programs' namespace filter.
 pub fn register_netns(ebpf: &mut Ebpf, cookie: u64) -> Result<()> {
     let map = ebpf
         .map_mut(names::NETNS_MAP)
@@ -146,4 +310,78 @@ pub fn register_netns(ebpf: &mut Ebpf, cookie: u64) -> Result<()> {
         .insert(cookie, 1, 0)
         .context("register a namespace for drops")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netfilter_mode_from_the_environment_value() {
+        assert_eq!(NetfilterMode::from_env_value(None), NetfilterMode::Drops);
+        assert_eq!(
+            NetfilterMode::from_env_value(Some("")),
+            NetfilterMode::Drops
+        );
+        assert_eq!(
+            NetfilterMode::from_env_value(Some("off")),
+            NetfilterMode::Off
+        );
+        assert_eq!(NetfilterMode::from_env_value(Some("0")), NetfilterMode::Off);
+        assert_eq!(
+            NetfilterMode::from_env_value(Some("all")),
+            NetfilterMode::All
+        );
+        assert_eq!(
+            NetfilterMode::from_env_value(Some("drops")),
+            NetfilterMode::Drops
+        );
+    }
+
+    #[test]
+    fn a_missing_netfilter_offset_degrades_to_unavailable_and_leaves_the_config_alone() {
+        let mut c = Config::default();
+        let layer = plan_netfilter(
+            NetfilterMode::Drops,
+            || Err(anyhow::anyhow!("the kernel's BTF has no nft_do_chain")),
+            &mut c,
+        );
+        assert_eq!(
+            layer.to_string(),
+            "netfilter layer unavailable (the kernel's BTF has no nft_do_chain)"
+        );
+        assert_eq!(c, Config::default());
+        // Found: offsets and flags are set.
+        let nf = NfOffsets {
+            valid: 1,
+            chain_name: 88,
+            ..Default::default()
+        };
+        let layer = plan_netfilter(NetfilterMode::All, || Ok(nf), &mut c);
+        assert_eq!(layer, NetfilterLayer::NftDoChain(NetfilterMode::All));
+        assert_eq!(c.nf, nf);
+        assert_eq!(c.flags, config_flag::NETFILTER | config_flag::NETFILTER_ALL);
+        // Off: the offsets are not even looked up.
+        let mut c = Config::default();
+        let layer = plan_netfilter(NetfilterMode::Off, || unreachable!(), &mut c);
+        assert_eq!(layer, NetfilterLayer::Off);
+        assert_eq!(c.flags, 0);
+    }
+
+    #[test]
+    fn layers_say_how_they_work_or_why_not() {
+        assert_eq!(
+            NetfilterLayer::NftDoChain(NetfilterMode::Drops).to_string(),
+            "netfilter verdicts via fentry/fexit nft_do_chain"
+        );
+        assert_eq!(
+            NetfilterLayer::NftDoChain(NetfilterMode::All).to_string(),
+            "netfilter verdicts (all) via fentry/fexit nft_do_chain"
+        );
+        assert_eq!(
+            NetfilterLayer::Unavailable("no fexit".into()).to_string(),
+            "netfilter layer unavailable (no fexit)"
+        );
+        assert_eq!(NetfilterLayer::Off.to_string(), "netfilter layer off");
+    }
 }

@@ -8,7 +8,7 @@ use crate::{
     decode::{Decoder, Names, Observation},
     events::{Counters, EventReader},
     kallsyms::Kallsyms,
-    loader::{self, DropLayer, LoadOptions, Loaded},
+    loader::{self, DropLayer, LoadOptions, Loaded, NetfilterLayer},
     netns::NetnsPath,
 };
 
@@ -82,7 +82,8 @@ impl Tracer {
     }
 
     /// One line saying what is attached and how: `12 hooks on 6 interfaces in 3 namespaces
-    /// (TCX), drops via tp_btf skb:kfree_skb`.
+    /// (TCX), drops via tp_btf skb:kfree_skb, netfilter verdicts via fentry/fexit nft_do_chain` (or
+    /// `netfilter layer unavailable (why)`).
     pub fn capabilities(&self) -> String {
         let ifaces: usize = self
             .attachments
@@ -97,7 +98,7 @@ impl Tracer {
             .map(|m| m.to_string())
             .collect();
         format!(
-            "{} hooks on {} interfaces in {} namespaces ({}), {}",
+            "{} hooks on {} interfaces in {} namespaces ({}), {}, {}",
             self.attachments.hooks(),
             ifaces,
             self.attachments.namespaces.len(),
@@ -106,7 +107,8 @@ impl Tracer {
             } else {
                 mech.join("+")
             },
-            self.loaded.drop_layer
+            self.loaded.drop_layer,
+            self.loaded.netfilter_layer
         )
     }
 
@@ -116,6 +118,10 @@ impl Tracer {
 
     pub fn drop_layer(&self) -> &DropLayer {
         &self.loaded.drop_layer
+    }
+
+    pub fn netfilter_layer(&self) -> &NetfilterLayer {
+        &self.loaded.netfilter_layer
     }
 
     pub fn names(&self) -> &Names {

@@ -2,22 +2,29 @@
 //! FORWARD chain that drops them, as Docker leaves a host), `netfilter-drop` (any other
 //! NETFILTER_DROP, with the chain and rule whose counter grew), `missing-masquerade` (pod
 //! addresses leaving a node's uplink unrewritten), and [`netfilter_attribution`] for the JSON.
+//!
+//! Attribution of a NETFILTER_DROP prefers what the netfilter layer saw (fentry/fexit nft_do_chain:
+//! the base chain's family, hook, table, chain and `DROP` verdict, in the drop's namespace,
+//! just before the drop), refined by the ruleset's counters when they moved in that table at
+//! that hook (which rule, or the policy); without the layer, the counters alone; without
+//! either, the path's inferred hook and a DROP policy; else nothing.
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::{
-    decode::{self, Dir, What},
+    decode::{self, Dir, Observation, What},
     netconf::{counter_deltas, Chain, Delta, NetConfig, Rule},
 };
 
 use super::{net, path, Context, Finding, Leg, Probe};
 
-/// Which netfilter chain (and rule) dropped a packet, as far as the counters tell.
-/// Three depths: a rule or a chain policy whose counter grew (`rule` set, or `verdict`
-/// `policy DROP`); the chain only (`rule` null, `verdict` `DROP`); or nothing (no attribution,
-/// the kernel's drop reason stands alone).
+/// Which netfilter chain (and rule) dropped a packet, as far as the netfilter layer and the
+/// counters tell. Three depths: a rule or a chain policy whose counter grew (`rule` set, or
+/// `verdict` `policy DROP`); the chain only (`rule` null, `verdict` `DROP`: the netfilter
+/// layer's verdict, or a chain inferred from the path); or nothing (no attribution, the
+/// kernel's drop reason stands alone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attribution {
     /// The netfilter hook: `PREROUTING`, `INPUT`, `FORWARD`, `OUTPUT`, `POSTROUTING`.
@@ -108,9 +115,103 @@ fn netfilter_drop_ns<'a>(leg: &'a Leg) -> Option<&'a str> {
     (leg.drop_reason()? == "NETFILTER_DROP").then(|| leg.drop.map(|d| d.netns.as_str()))?
 }
 
-/// Attribution of the leg's NETFILTER_DROP and the counter delta behind it, if any.
-fn attribute(leg: &Leg, cx: &Context) -> Option<(Attribution, Option<Delta>)> {
+/// The netfilter layer's verdict behind the leg's NETFILTER_DROP: the last `DROP` verdict
+/// in the drop's namespace at or before the drop.
+fn layer_verdict<'a>(leg: &Leg<'a>) -> Option<&'a Observation> {
+    let drop = leg.drop?;
+    leg.path?
+        .hops
+        .iter()
+        .take_while(|h| h.ts_ns <= drop.ts_ns)
+        .filter(|h| h.netns == drop.netns)
+        .filter(|h| matches!(&h.what, What::Netfilter { verdict, .. } if verdict == "DROP"))
+        .last()
+}
+
+/// What the attribution rests on.
+struct Basis<'a> {
+    /// The counter that grew, when one did.
+    delta: Option<Delta>,
+    /// The netfilter layer's verdict, when the layer saw it.
+    verdict: Option<&'a Observation>,
+}
+
+/// Attribution from the netfilter layer's verdict: its hook, table and chain, refined by a
+/// dropping counter that moved in the same table at the same hook (the rule, or the policy,
+/// possibly in a chain the base chain jumped to).
+fn attribute_from_layer<'a>(
+    leg: &Leg<'a>,
+    cx: &Context,
+    ns: &str,
+) -> Option<(Attribution, Basis<'a>)> {
+    let v = layer_verdict(leg)?;
+    let What::Netfilter {
+        hook, table, chain, ..
+    } = &v.what
+    else {
+        return None;
+    };
+    let cfg = cx.config(ns);
+    let delta = match (cfg, cx.before.get(ns), cx.after.get(ns)) {
+        (Some(cfg), Some(b), Some(a)) => counter_deltas(b, a).into_iter().find(|d| {
+            d.drops()
+                && d.table == *table
+                && (d.chain == *chain
+                    || hook_of_chain(cfg, &d.table, &d.chain).as_deref() == Some(hook.as_str()))
+        }),
+        _ => None,
+    };
+    let a = match &delta {
+        Some(d) => Attribution {
+            hook: hook.clone(),
+            table: d.table.clone(),
+            chain: d.chain.clone(),
+            rule: d.rule.clone(),
+            verdict: match d.rule {
+                Some(_) => d.verdict.clone(),
+                None => format!("policy {}", d.verdict),
+            },
+        },
+        None => Attribution {
+            hook: hook.clone(),
+            table: table.clone(),
+            chain: chain.clone(),
+            rule: None,
+            verdict: "DROP".into(),
+        },
+    };
+    Some((
+        a,
+        Basis {
+            delta,
+            verdict: Some(v),
+        },
+    ))
+}
+
+/// Attribution of the leg's NETFILTER_DROP and what it rests on.
+fn attribute<'a>(leg: &Leg<'a>, cx: &Context) -> Option<(Attribution, Basis<'a>)> {
     let ns = netfilter_drop_ns(leg)?;
+    if let Some(a) = attribute_from_layer(leg, cx, ns) {
+        return Some(a);
+    }
+    attribute_from_counters(leg, cx, ns).map(|(a, delta)| {
+        (
+            a,
+            Basis {
+                delta,
+                verdict: None,
+            },
+        )
+    })
+}
+
+/// Attribution from the counters alone (no netfilter layer), and the delta behind it.
+fn attribute_from_counters(
+    leg: &Leg,
+    cx: &Context,
+    ns: &str,
+) -> Option<(Attribution, Option<Delta>)> {
     let after = cx.after.get(ns);
     let cfg = cx.config(ns)?;
     let deltas = match (cx.before.get(ns), after) {
@@ -163,24 +264,45 @@ pub fn netfilter_attribution(p: &Probe, cx: &Context) -> Option<Attribution> {
         .find_map(|leg| attribute(leg, cx).map(|(a, _)| a))
 }
 
-/// The attribution as evidence: the counter that grew, or the chain's line.
-fn attribution_evidence(ns: &str, a: &Attribution, d: Option<&Delta>, cfg: &NetConfig) -> String {
-    match d {
-        Some(d) => format!(
+/// The attribution as evidence: the verdict the netfilter layer saw, the counter that grew,
+/// or the chain's line.
+fn attribution_evidence(
+    ns: &str,
+    a: &Attribution,
+    basis: &Basis,
+    cfg: Option<&NetConfig>,
+) -> Vec<String> {
+    let mut e = Vec::new();
+    if let Some(What::Netfilter {
+        family,
+        hook,
+        table,
+        chain,
+        verdict,
+    }) = basis.verdict.map(|v| &v.what)
+    {
+        e.push(format!(
+            "{ns}: nft_do_chain returned {verdict} for {table} {chain} ({family} {hook} hook)"
+        ));
+    }
+    match (&basis.delta, cfg) {
+        (Some(d), _) => e.push(format!(
             "{ns}: counter of {} grew between the snapshots",
             d.describe()
-        ),
-        None => {
+        )),
+        (None, Some(cfg)) if basis.verdict.is_none() => {
             let line = cfg
                 .chain(&a.table, &a.chain)
                 .map(|c| format!(" (`{}`)", c.header()))
                 .unwrap_or_default();
-            format!(
+            e.push(format!(
                 "{ns}: netfilter hook {} goes through {} {}{line}; no dropping counter grew",
                 a.hook, a.table, a.chain
-            )
+            ));
         }
+        _ => {}
     }
+    e
 }
 
 /// `forward-drop`: a bridged frame dropped by iptables FORWARD because br_netfilter is on.
@@ -196,12 +318,14 @@ pub(super) fn forward_drop(leg: &Leg, cx: &Context) -> Option<Finding> {
     let attribution = attribute(leg, cx);
     let rule_drop = attribution
         .as_ref()
-        .is_some_and(|(a, d)| d.is_some() && a.rule.is_some() && a.hook == "FORWARD");
+        .is_some_and(|(a, b)| b.delta.is_some() && a.rule.is_some() && a.hook == "FORWARD");
     if !policy_drop && !rule_drop {
         return None;
     }
     let by = match &attribution {
-        Some((a, Some(_))) if a.rule.is_some() => format!("the {} dropped it", a.describe()),
+        Some((a, b)) if b.delta.is_some() && a.rule.is_some() => {
+            format!("the {} dropped it", a.describe())
+        }
         _ => "the chain's policy DROP dropped it".to_string(),
     };
     let mut evidence = leg.evidence();
@@ -209,8 +333,8 @@ pub(super) fn forward_drop(leg: &Leg, cx: &Context) -> Option<Finding> {
     if let Some(c) = forward {
         evidence.push(format!("{ns}: iptables filter `{}`", c.header()));
     }
-    if let Some((a, d)) = &attribution {
-        evidence.push(attribution_evidence(ns, a, d.as_ref(), cfg));
+    if let Some((a, b)) = &attribution {
+        evidence.extend(attribution_evidence(ns, a, b, Some(cfg)));
     }
     let exec = net::exec_in(cx.topo, ns);
     Some(Finding {
@@ -233,10 +357,18 @@ pub(super) fn netfilter_drop(leg: &Leg, cx: &Context) -> Option<Finding> {
     let attribution = attribute(leg, cx);
     let mut evidence = leg.evidence();
     let (where_, fix) = match &attribution {
-        Some((a, d)) => {
-            if let Some(cfg) = cx.config(ns) {
-                evidence.push(attribution_evidence(ns, a, d.as_ref(), cfg));
-            }
+        Some((a, b)) if !is_iptables_chain(a, b, cx.config(ns)) => {
+            evidence.extend(attribution_evidence(ns, a, b, cx.config(ns)));
+            (
+                format!(" in nftables table {} chain {}", a.table, a.chain),
+                format!(
+                    "let this traffic through before the rule of table {} chain {} that drops it, or change that rule: `{exec}nft -a list ruleset` shows the chain's rules and their handles",
+                    a.table, a.chain
+                ),
+            )
+        }
+        Some((a, b)) => {
+            evidence.extend(attribution_evidence(ns, a, b, cx.config(ns)));
             let table = if a.table == "filter" {
                 String::new()
             } else {
@@ -267,6 +399,20 @@ pub(super) fn netfilter_drop(leg: &Leg, cx: &Context) -> Option<Finding> {
         evidence: evidence.join("; "),
         fix,
     })
+}
+
+/// Whether the attributed chain is one iptables shows (and can change): always for an
+/// attribution from the counters; for the netfilter layer's, when the ruleset snapshot has
+/// it, or, without a snapshot, when it is a built-in chain of an iptables table.
+fn is_iptables_chain(a: &Attribution, b: &Basis, cfg: Option<&NetConfig>) -> bool {
+    const TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
+    if b.verdict.is_none() || b.delta.is_some() {
+        return true;
+    }
+    match cfg {
+        Some(cfg) => cfg.chain(&a.table, &a.chain).is_some(),
+        None => TABLES.contains(&a.table.as_str()) && BUILTIN.contains(&a.chain.as_str()),
+    }
 }
 
 /// `missing-masquerade`: the request left a node's uplink still carrying a pod address and no
@@ -610,6 +756,145 @@ mod tests {
             netfilter_attribution(&p, &c).map(|a| a.hook).as_deref(),
             Some("OUTPUT")
         );
+    }
+
+    /// `dropped_in_forward` with the netfilter layer's verdict (`ns`, family ip, hook,
+    /// table, chain, verdict) just before the drop.
+    fn with_verdict(
+        ns: &str,
+        hook: &str,
+        table: &str,
+        chain: &str,
+        verdict: &str,
+    ) -> crate::correlate::PacketPath {
+        let mut p = dropped_in_forward();
+        let mut v = p.hops[2].clone();
+        v.netns = ns.into();
+        v.ts_ns -= 1;
+        v.what = What::Netfilter {
+            family: "ip".into(),
+            hook: hook.into(),
+            table: table.into(),
+            chain: chain.into(),
+            verdict: verdict.into(),
+        };
+        p.hops.insert(2, v);
+        p
+    }
+
+    #[test]
+    fn the_layers_verdict_is_refined_by_the_counters_that_moved() {
+        let t = fixture::bridge();
+        let (before, after) = node_configs(FORWARD_DROP_BEFORE, FORWARD_DROP_AFTER, true);
+        let req = with_verdict("node", "FORWARD", "filter", "FORWARD", "DROP");
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        let c = cx(&t, &before, &after);
+        let a = netfilter_attribution(&p, &c).expect("attributed");
+        assert_eq!(
+            a,
+            Attribution {
+                hook: "FORWARD".into(),
+                table: "filter".into(),
+                chain: "FORWARD".into(),
+                rule: None,
+                verdict: "policy DROP".into()
+            }
+        );
+        let f = diagnose(&p, &c);
+        assert_eq!(f[0].code, "forward-drop", "{f:#?}");
+        assert!(f[0].evidence.contains(
+            "node: nft_do_chain returned DROP for filter FORWARD (ip FORWARD hook); node: counter of filter FORWARD policy DROP (+1 packet) grew"
+        ), "{}", f[0].evidence);
+        // A rule in a chain the base chain jumped to: the rule's chain, at the layer's hook.
+        let before = "*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n[0:0] -A FORWARD -j DOCKER-USER\n[0:0] -A DOCKER-USER -p icmp -j DROP\nCOMMIT\n";
+        let after = "*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n[1:84] -A FORWARD -j DOCKER-USER\n[1:84] -A DOCKER-USER -p icmp -j DROP\nCOMMIT\n";
+        let (b, a) = node_configs(before, after, true);
+        let at = netfilter_attribution(&p, &cx(&t, &b, &a)).expect("attributed");
+        assert_eq!(
+            (
+                at.hook.as_str(),
+                at.chain.as_str(),
+                at.rule.as_deref(),
+                at.verdict.as_str()
+            ),
+            (
+                "FORWARD",
+                "DOCKER-USER",
+                Some("-A DOCKER-USER -p icmp -j DROP"),
+                "DROP"
+            )
+        );
+    }
+
+    #[test]
+    fn the_layers_verdict_alone_attributes_without_any_counters() {
+        let t = fixture::bridge();
+        // No configuration read at all (too many namespaces, or iptables missing).
+        let none = Configs::new();
+        let req = with_verdict("node", "FORWARD", "filter", "FORWARD", "DROP");
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        let a = netfilter_attribution(&p, &cx(&t, &none, &none)).expect("from the layer");
+        assert_eq!(
+            a,
+            Attribution {
+                hook: "FORWARD".into(),
+                table: "filter".into(),
+                chain: "FORWARD".into(),
+                rule: None,
+                verdict: "DROP".into()
+            }
+        );
+        let f = diagnose(&p, &cx(&t, &none, &none));
+        assert_eq!(f[0].code, "netfilter-drop");
+        assert!(
+            f[0].message.contains("in filter FORWARD"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0]
+            .evidence
+            .contains("node: nft_do_chain returned DROP for filter FORWARD (ip FORWARD hook)"));
+        // An nftables table iptables does not show: its own names, counters that did not move
+        // in it ignored.
+        let (b, a) = node_configs(FORWARD_DROP_BEFORE, FORWARD_DROP_BEFORE, true);
+        let req = with_verdict("node", "FORWARD", "fw", "forward", "DROP");
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        let at = netfilter_attribution(&p, &cx(&t, &b, &a)).expect("from the layer");
+        assert_eq!(
+            (at.table.as_str(), at.chain.as_str(), at.verdict.as_str()),
+            ("fw", "forward", "DROP")
+        );
+        // Its finding names the nftables chain and says how to see it, not an iptables command.
+        let (b, a) = node_configs(FORWARD_DROP_BEFORE, FORWARD_DROP_BEFORE, false);
+        let f = diagnose(&p, &cx(&t, &b, &a));
+        assert_eq!(f[0].code, "netfilter-drop", "{f:#?}");
+        assert_eq!(
+            f[0].message,
+            "netfilter in node dropped the echo request in nftables table fw chain forward after node br-veth01 ingress"
+        );
+        assert!(f[0]
+            .fix
+            .contains("`ip netns exec node nft -a list ruleset`"));
+        assert!(!f[0].fix.contains("iptables"));
+    }
+
+    #[test]
+    fn verdicts_elsewhere_or_not_dropping_are_not_the_layers_attribution() {
+        let t = fixture::bridge();
+        let none = Configs::new();
+        for req in [
+            with_verdict("ns01", "OUTPUT", "filter", "OUTPUT", "DROP"),
+            with_verdict("node", "FORWARD", "filter", "FORWARD", "ACCEPT"),
+        ] {
+            let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+            assert!(netfilter_attribution(&p, &cx(&t, &none, &none)).is_none());
+        }
+        // After the drop: another packet's business.
+        let mut req = with_verdict("node", "FORWARD", "filter", "FORWARD", "DROP");
+        req.hops[2].ts_ns += 10_000;
+        req.hops.sort_by_key(|h| h.ts_ns);
+        let p = probe("192.168.88.11", "192.168.88.12", "ns01", Some(&req), None);
+        assert!(netfilter_attribution(&p, &cx(&t, &none, &none)).is_none());
     }
 
     fn to_wan(src_on_uplink: &str) -> crate::correlate::PacketPath {

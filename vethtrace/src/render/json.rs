@@ -1,6 +1,7 @@
 //! NDJSON output (`--json`): one object per line, field names held by the tests and documented
 //! in the README. Every hop of a packet is one `packet` object (or a `drop` object where the
-//! kernel freed it); a final `summary` object carries the counters.
+//! kernel freed it, a `netfilter` object for a chain's verdict on it); a final `summary` object
+//! carries the counters.
 
 use std::io::{self, Write};
 
@@ -74,9 +75,23 @@ struct Hop<'a> {
     location: Option<&'a str>,
     /// For drops: true when the free does not mean the packet was lost (see `decode`).
     benign: Option<bool>,
+    /// For netfilter verdicts (absent from other lines): family, hook, table, chain, verdict.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    netfilter: Option<Netfilter<'a>>,
+}
+
+/// The fields a `netfilter` line adds.
+#[derive(Serialize)]
+struct Netfilter<'a> {
+    family: &'a str,
+    hook: &'a str,
+    table: &'a str,
+    chain: &'a str,
+    verdict: &'a str,
 }
 
 fn hop<'a>(packet: u64, n: usize, t0: u64, o: &'a Observation) -> Hop<'a> {
+    let mut netfilter = None;
     let (kind, dir, reason, location, benign) = match &o.what {
         What::Hook(d) => (
             "packet",
@@ -104,6 +119,22 @@ fn hop<'a>(packet: u64, n: usize, t0: u64, o: &'a Observation) -> Hop<'a> {
             Some(location.as_str()),
             Some(true),
         ),
+        What::Netfilter {
+            family,
+            hook,
+            table,
+            chain,
+            verdict,
+        } => {
+            netfilter = Some(Netfilter {
+                family,
+                hook,
+                table,
+                chain,
+                verdict,
+            });
+            ("netfilter", None, None, None, None)
+        }
     };
     Hop {
         kind,
@@ -121,6 +152,7 @@ fn hop<'a>(packet: u64, n: usize, t0: u64, o: &'a Observation) -> Hop<'a> {
         reason,
         location,
         benign,
+        netfilter,
     }
 }
 
@@ -239,6 +271,50 @@ mod tests {
         assert_eq!(d["location"], "nft_do_chain+0x637");
         assert_eq!(d["benign"], false);
         assert_eq!(d["t_us"], 6.5);
+    }
+
+    #[test]
+    fn a_netfilter_verdict_is_its_own_line_and_adds_nothing_to_the_others() {
+        let p = PacketPath {
+            key: PacketKey::of(&Flow::default()),
+            hops: vec![
+                obs(1_000, What::Hook(Dir::Egress)),
+                obs(
+                    6_000,
+                    What::Netfilter {
+                        family: "ip".into(),
+                        hook: "FORWARD".into(),
+                        table: "filter".into(),
+                        chain: "FORWARD".into(),
+                        verdict: "DROP".into(),
+                    },
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        packet(&mut out, 1, &p).expect("write");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert!(lines[0].get("verdict").is_none() && lines[0].get("table").is_none());
+        let n = &lines[1];
+        assert_eq!(n["type"], "netfilter");
+        assert_eq!(
+            (n["packet"].as_u64(), n["hop"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(n["netns"], "busybox");
+        assert_eq!(n["ifname"], "eth0");
+        assert_eq!(n["family"], "ip");
+        assert_eq!(n["hook"], "FORWARD");
+        assert_eq!(n["table"], "filter");
+        assert_eq!(n["chain"], "FORWARD");
+        assert_eq!(n["verdict"], "DROP");
+        assert_eq!(n["proto"], "ICMP");
+        assert_eq!(n["dir"], serde_json::Value::Null);
+        assert_eq!(n["reason"], serde_json::Value::Null);
     }
 
     #[test]

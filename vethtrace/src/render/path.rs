@@ -252,7 +252,7 @@ fn places<'a>(
         let dir = match &h.what {
             What::Hook(d) => *d,
             What::Drop { .. } => return (out, Some(h)),
-            What::Freed { .. } => continue,
+            What::Freed { .. } | What::Netfilter { .. } => continue,
         };
         let ifname = ifname_of(h);
         let encap = h.inner.is_some().then_some(&h.outer);

@@ -177,14 +177,15 @@ fn epb_flags(what: &What) -> u32 {
     match what {
         What::Hook(Dir::Ingress) => EPB_INBOUND,
         What::Hook(Dir::Egress) => EPB_OUTBOUND,
-        What::Drop { .. } | What::Freed { .. } => 0,
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => 0,
     }
 }
 
 /// The caller's comment, followed by what happened to the packet for drops and frees.
 fn packet_comment(obs: &Observation, comment: &str) -> String {
     let fate = match &obs.what {
-        What::Hook(_) => None,
+        // A netfilter verdict has no snapshot, so it is never written.
+        What::Hook(_) | What::Netfilter { .. } => None,
         What::Drop { reason, location } => Some(format!("dropped: {reason} at {location}")),
         What::Freed {
             reason,

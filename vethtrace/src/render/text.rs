@@ -82,7 +82,9 @@ pub fn hop_place(h: &Observation) -> String {
     let ifname = h.ifname.as_deref().unwrap_or("-");
     match &h.what {
         What::Hook(dir) => format!("{} {ifname} {dir}", h.netns),
-        What::Drop { .. } | What::Freed { .. } => format!("{}, on {ifname}", h.netns),
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => {
+            format!("{}, on {ifname}", h.netns)
+        }
     }
 }
 
@@ -123,6 +125,7 @@ pub fn packet_styled(
     let width = p
         .hops
         .iter()
+        .filter(|h| !h.is_netfilter())
         .map(|h| hop_place(h).chars().count())
         .max()
         .unwrap_or(0);
@@ -149,9 +152,40 @@ pub fn packet_styled(
                 "{indent}  {dim}· freed in {place}: {reason} at {location} ({why}){reset}  {}",
                 since(t0, h.ts_ns)
             )?,
+            What::Netfilter { .. } => {
+                let style = if netfilter_drops(h) { red } else { dim };
+                writeln!(
+                    out,
+                    "{indent}  {style}· {}{reset}  {}",
+                    netfilter_line(h).unwrap_or_default(),
+                    since(t0, h.ts_ns)
+                )?
+            }
         }
     }
     Ok(())
+}
+
+/// `netfilter in node: filter FORWARD (ip FORWARD hook) → DROP` for a netfilter verdict.
+pub fn netfilter_line(h: &Observation) -> Option<String> {
+    let What::Netfilter {
+        family,
+        hook,
+        table,
+        chain,
+        verdict,
+    } = &h.what
+    else {
+        return None;
+    };
+    Some(format!(
+        "netfilter in {}: {table} {chain} ({family} {hook} hook) → {verdict}",
+        h.netns
+    ))
+}
+
+fn netfilter_drops(h: &Observation) -> bool {
+    matches!(&h.what, What::Netfilter { verdict, .. } if verdict == "DROP")
 }
 
 /// Findings under a packet: what happened, why, and what to change.
@@ -264,5 +298,60 @@ mod tests {
             lines[3],
             "  ✗ dropped in node, on br-veth01: NETFILTER_DROP at nf_hook_slow+0x9c  +8µs"
         );
+    }
+
+    fn verdict(v: &str) -> What {
+        What::Netfilter {
+            family: "ip".into(),
+            hook: "FORWARD".into(),
+            table: "filter".into(),
+            chain: "FORWARD".into(),
+            verdict: v.into(),
+        }
+    }
+
+    #[test]
+    fn renders_the_netfilter_verdict_before_the_drop() {
+        let p = PacketPath {
+            key: crate::correlate::PacketKey::of(&flow()),
+            hops: vec![
+                hop(1_000, "ns01", "veth01", What::Hook(Dir::Egress)),
+                hop(7_000, "node", "br-veth01", What::Hook(Dir::Ingress)),
+                hop(8_000, "node", "br-veth02", verdict("DROP")),
+                hop(
+                    9_000,
+                    "node",
+                    "br-veth02",
+                    What::Drop {
+                        reason: "NETFILTER_DROP".into(),
+                        location: "nf_hook_slow+0x9c".into(),
+                    },
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        packet(&mut out, &p, "").expect("write");
+        let s = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = s.lines().collect();
+        // Hop lines keep their alignment: a netfilter line does not set the width.
+        assert_eq!(lines[2], "  node br-veth01 ingress      +6µs");
+        assert_eq!(
+            lines[3],
+            "  · netfilter in node: filter FORWARD (ip FORWARD hook) → DROP  +7µs"
+        );
+        assert!(lines[4].starts_with("  ✗ dropped in node, on br-veth02: NETFILTER_DROP"));
+        // A drop verdict is red on a terminal, an accept dimmed.
+        let mut out = Vec::new();
+        packet_styled(&mut out, &p, "", true).expect("write");
+        assert!(String::from_utf8(out)
+            .expect("utf8")
+            .contains("\x1b[31m· netfilter in node"));
+        let accept = hop(8_000, "node", "br-veth02", verdict("ACCEPT"));
+        assert_eq!(
+            netfilter_line(&accept).as_deref(),
+            Some("netfilter in node: filter FORWARD (ip FORWARD hook) → ACCEPT")
+        );
+        assert_eq!(hop_place(&accept), "node, on br-veth02");
+        assert!(netfilter_line(&p.hops[0]).is_none());
     }
 }
