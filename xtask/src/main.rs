@@ -6,7 +6,9 @@
 //! - `demo`: setup, build-ebpf, then `vethtrace demo`.
 //! - `test`: setup, build-ebpf, fmt check, clippy -D warnings, every test tier.
 //! - `run -- ARGS`: setup, build-ebpf, then `vethtrace ARGS`.
+//! - `bench`: setup, build-ebpf, release build, then the benchmarks (writes BENCHMARKS.md).
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod setup;
@@ -45,6 +47,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Setup, build (release), then the benchmarks: prints the figures and writes BENCHMARKS.md
+    /// (needs root). Figure numbers (e.g. `3 7`) run only those and leave BENCHMARKS.md alone.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
         Task::Demo => demo(),
         Task::Test { args } => test(&args),
         Task::Run { args } => run(&args),
+        Task::Bench { args } => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

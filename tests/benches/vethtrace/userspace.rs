@@ -1,0 +1,232 @@
+//! Figure 5: user space on one core, from pre-built event bytes (no kernel involved).
+//!
+//! - decode: `Event::decode` + `Decoder::decode_record` per record;
+//! - decode + correlate: the same, pushed into a `Correlator`, flushing idle packets every
+//!   10 ms of event time as `vethtrace trace` does (events are 1 µs apart: a 1 M events/s trace);
+//! - rendered lines: correlated packets written by `render::text::packet` and
+//!   `render::json::packet` into a Vec.
+//!
+//! The four measurements are interleaved within each round.
+
+use std::{hint::black_box, io::Write, time::Instant};
+
+use anyhow::{anyhow, Result};
+use vethtrace::{
+    btf::DropReasons,
+    correlate::{self, Correlator, PacketPath},
+    decode::{Decoder, Names, Observation},
+    kallsyms::Kallsyms,
+    render,
+};
+use vethtrace_common::{hook, kind, Event, Flow, WIRE_VERSION};
+
+use crate::report::{Budget, Sample, Section, Unit};
+
+const ROUNDS: usize = 5;
+/// Packets of four hops each (ns01 veth01 egress, node br-veth01 ingress, node br-veth02
+/// egress, ns02 veth02 ingress), like one datagram across the bridge lab.
+const PACKETS: usize = 125_000;
+const HOPS: [(u64, u32, u8); 4] = [
+    (1, 2, hook::TC_EGRESS),
+    (2, 3, hook::TC_INGRESS),
+    (2, 4, hook::TC_EGRESS),
+    (3, 2, hook::TC_INGRESS),
+];
+const EVENT_SPACING_NS: u64 = 1_000;
+/// `vethtrace trace`'s drain tick and idle time (commands/trace.rs).
+const TICK_NS: u64 = 10_000_000;
+const IDLE_NS: u64 = 50_000_000;
+/// Packets rendered per trial.
+const RENDERED: usize = 25_000;
+
+fn names() -> Names {
+    let mut n = Names::default();
+    for (cookie, name) in [(1, "ns01"), (2, "node"), (3, "ns02")] {
+        n.add_netns(cookie, name);
+    }
+    for (cookie, ifindex, name) in [
+        (1, 2, "veth01"),
+        (2, 3, "br-veth01"),
+        (2, 4, "br-veth02"),
+        (3, 2, "veth02"),
+    ] {
+        n.add_interface(cookie, ifindex, name);
+    }
+    n
+}
+
+/// The ring-buffer records of PACKETS UDP datagrams, back to back.
+fn records() -> Vec<u8> {
+    let size = std::mem::size_of::<Event>();
+    let mut out = Vec::with_capacity(PACKETS * HOPS.len() * size);
+    let mut ts = 1_000_000_000;
+    for p in 0..PACKETS {
+        let mut flow = Flow {
+            ethertype: 0x0800,
+            l4: 17,
+            ttl: 64,
+            sport: 40000,
+            dport: 5201,
+            ip_id: p as u32,
+            ip_len: 92,
+            ..Default::default()
+        };
+        flow.src[..4].copy_from_slice(&[192, 168, 88, 11]);
+        flow.dst[..4].copy_from_slice(&[192, 168, 88, 12]);
+        for (cookie, ifindex, hook) in HOPS {
+            let ev = Event {
+                ts_ns: ts,
+                netns_cookie: cookie,
+                version: WIRE_VERSION,
+                kind: kind::PACKET,
+                hook,
+                ifindex,
+                len: 106,
+                outer: flow,
+                ..Default::default()
+            };
+            out.extend_from_slice(ev.as_bytes());
+            ts += EVENT_SPACING_NS;
+        }
+    }
+    out
+}
+
+struct Ctx {
+    names: Names,
+    reasons: DropReasons,
+    kallsyms: Kallsyms,
+}
+
+impl Ctx {
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder {
+            names: &self.names,
+            reasons: &self.reasons,
+            kallsyms: &self.kallsyms,
+        }
+    }
+}
+
+fn decode_one(d: &Decoder<'_>, rec: &[u8]) -> Result<Observation> {
+    let ev = Event::decode(rec).map_err(|e| anyhow!("a pre-built record does not decode: {e}"))?;
+    Ok(d.decode_record(&ev, rec))
+}
+
+/// Events decoded per second.
+fn decode_rate(ctx: &Ctx, recs: &[u8]) -> Result<f64> {
+    let d = ctx.decoder();
+    let size = std::mem::size_of::<Event>();
+    let start = Instant::now();
+    let mut n = 0u64;
+    for rec in recs.chunks_exact(size) {
+        black_box(decode_one(&d, rec)?);
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Events decoded and correlated per second; checks every packet came out whole.
+fn correlate_rate(ctx: &Ctx, recs: &[u8]) -> Result<f64> {
+    let d = ctx.decoder();
+    let size = std::mem::size_of::<Event>();
+    let start = Instant::now();
+    let mut c = Correlator::default();
+    let mut next_tick = 0;
+    let (mut n, mut packets) = (0u64, 0usize);
+    for rec in recs.chunks_exact(size) {
+        let o = decode_one(&d, rec)?;
+        let ts = o.ts_ns;
+        c.push(o);
+        n += 1;
+        if ts >= next_tick {
+            packets += black_box(c.flush_idle(ts, IDLE_NS)).len();
+            next_tick = ts + TICK_NS;
+        }
+    }
+    packets += black_box(c.flush_all()).len();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        packets == PACKETS,
+        "correlation made {packets} packets of {PACKETS}"
+    );
+    Ok(rate)
+}
+
+/// Lines rendered per second.
+fn render_rate(paths: &[PacketPath], json: bool) -> Result<f64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut lines = 0usize;
+    let start = Instant::now();
+    for (i, p) in paths.iter().enumerate() {
+        if json {
+            render::json::packet(&mut buf, i as u64 + 1, p)?;
+        } else {
+            render::text::packet(&mut buf, p, "")?;
+        }
+        if buf.len() > (1 << 20) - 4096 {
+            lines += buf.iter().filter(|&&b| b == b'\n').count();
+            buf.clear();
+        }
+    }
+    buf.flush()?;
+    lines += buf.iter().filter(|&&b| b == b'\n').count();
+    Ok(lines as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(sec: &mut Section) -> Result<()> {
+    let ctx = Ctx {
+        names: names(),
+        reasons: DropReasons::default(),
+        kallsyms: Kallsyms::default(),
+    };
+    let recs = records();
+    let size = std::mem::size_of::<Event>();
+    let d = ctx.decoder();
+    let obs: Vec<Observation> = recs
+        .chunks_exact(size)
+        .take(RENDERED * HOPS.len())
+        .map(|r| decode_one(&d, r))
+        .collect::<Result<_>>()?;
+    let paths = correlate::correlate(obs);
+    anyhow::ensure!(paths.len() == RENDERED, "{} packets to render", paths.len());
+
+    let (mut dec, mut cor, mut text, mut json) = (vec![], vec![], vec![], vec![]);
+    // One unmeasured pass warms the allocator and caches.
+    decode_rate(&ctx, &recs)?;
+    for _ in 0..ROUNDS {
+        dec.push(decode_rate(&ctx, &recs)?);
+        cor.push(correlate_rate(&ctx, &recs)?);
+        text.push(render_rate(&paths, false)?);
+        json.push(render_rate(&paths, true)?);
+    }
+    sec.figure(
+        "decode (Event::decode + Decoder)",
+        Unit::Rate("events/s"),
+        Budget::AtLeast(10e6),
+        Sample::new(dec),
+    );
+    sec.figure(
+        "decode + correlate",
+        Unit::Rate("events/s"),
+        Budget::AtLeast(10e6),
+        Sample::new(cor),
+    );
+    sec.figure(
+        "rendered text lines (render::text::packet)",
+        Unit::Rate("lines/s"),
+        Budget::AtLeast(1e6),
+        Sample::new(text),
+    );
+    sec.figure(
+        "rendered NDJSON lines (render::json::packet)",
+        Unit::Rate("lines/s"),
+        Budget::AtLeast(1e6),
+        Sample::new(json),
+    );
+    sec.note(format!(
+        "one thread; {} pre-built {size}-byte records ({PACKETS} UDP datagrams × 4 hops, 1 µs apart), {ROUNDS} rounds; the correlator flushes packets idle for 50 ms every 10 ms of event time; {RENDERED} packets rendered per round (5 text lines or 4 NDJSON lines each)",
+        PACKETS * HOPS.len()
+    ));
+    Ok(())
+}
