@@ -9,12 +9,10 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use vethtrace_common::{
-    config_flag, counter, flag, hook, kind, Event, KernelOffsets, SNAP_LEN, WIRE_VERSION,
-};
+use vethtrace_common::{config_flag, counter, flag, hook, kind, KernelOffsets, SNAP_LEN};
 
 use crate::{
-    emit::emit,
+    emit::{emit, reset},
     filter,
     maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
     skb::{device, parse_skb},
@@ -53,14 +51,9 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     // tc program runs on the same CPU cannot overwrite its event).
     let slot = unsafe { &mut *slot };
     let ev = &mut slot.event;
-    *ev = Event {
-        version: WIRE_VERSION,
-        kind: kind::DROP,
-        hook: hook::KFREE_SKB,
-        location,
-        drop_reason: reason,
-        ..Default::default()
-    };
+    reset(ev, kind::DROP, hook::KFREE_SKB);
+    ev.location = location;
+    ev.drop_reason = reason;
     let l3 = parse_skb(skb, o, ev);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);

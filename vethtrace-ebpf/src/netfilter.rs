@@ -25,12 +25,11 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 use vethtrace_common::{
-    config_flag, flag, hook, kind, nf, Event, KernelOffsets, NetfilterEvent, NfOffsets,
-    NF_NAME_LEN, WIRE_VERSION,
+    config_flag, flag, hook, kind, nf, KernelOffsets, NetfilterEvent, NfOffsets, NF_NAME_LEN,
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, reset},
     filter,
     maps::{config, NETNS, NF_STASH},
     skb::{field, net_cookie, net_device, parse_skb},
@@ -137,12 +136,7 @@ pub fn enter(pkt: *const u8, flags: u32, o: &KernelOffsets, n: &NfOffsets) {
         }
     }
     let rec = &mut slot.rec;
-    rec.event = Event {
-        version: WIRE_VERSION,
-        kind: kind::NETFILTER,
-        hook: hook::NFT_DO_CHAIN,
-        ..Default::default()
-    };
+    reset(&mut rec.event, kind::NETFILTER, hook::NFT_DO_CHAIN);
     let _ = parse_skb(skb, o, &mut rec.event);
     let ev = &mut rec.event;
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {

@@ -6,12 +6,10 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use vethtrace_common::{
-    config_flag, counter, flag, hook, kind, Event, KernelOffsets, SNAP_LEN, WIRE_VERSION,
-};
+use vethtrace_common::{config_flag, counter, flag, hook, kind, KernelOffsets, SNAP_LEN};
 
 use crate::{
-    emit::emit,
+    emit::{emit, reset},
     filter,
     maps::{bump, config, SCRATCH, SCRATCH_TC},
     parse, skb,
@@ -47,12 +45,7 @@ fn trace(ctx: &TcContext, hook: u8) {
     // SAFETY: this CPU's scratch slot; a program runs to completion without migrating.
     let slot = unsafe { &mut *slot };
     let ev = &mut slot.event;
-    *ev = Event {
-        version: WIRE_VERSION,
-        kind: kind::PACKET,
-        hook,
-        ..Default::default()
-    };
+    reset(ev, kind::PACKET, hook);
     ev.flags = parse::parse_packet(&Skb(ctx), 0, 0, &mut ev.outer, &mut ev.inner);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
