@@ -11,6 +11,8 @@ use vethtrace_common::{counter, names};
 /// How often the ring is drained: frequent enough that a trace feels live, rare enough to cost
 /// nothing when idle.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// The longest a live trace waits between drains when nothing is happening.
+pub const IDLE_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Totals of the per-CPU counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

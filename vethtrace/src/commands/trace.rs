@@ -260,8 +260,10 @@ async fn trace_loop<W: Write, P: Write>(
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("handle SIGTERM")?;
-    let mut tick = tokio::time::interval(crate::events::DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The drain period adapts: DRAIN_INTERVAL while events flow or packets are pending, backing
+    // off to IDLE_DRAIN_INTERVAL when nothing happens (20 wakeups a second instead of 100; a
+    // 4 MiB ring still holds ~85 ms of the highest lossless rate measured).
+    let mut period = crate::events::DRAIN_INTERVAL;
     let deadline = plan.duration.map(|d| Instant::now() + d);
     let mut corr = Correlator::default();
     let done = |sink: &Sink<'_, W, P>| plan.count.is_some_and(|n| sink.packets >= n);
@@ -269,9 +271,15 @@ async fn trace_loop<W: Write, P: Write>(
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = tick.tick() => {
+            _ = tokio::time::sleep(period) => {
                 hot.poll(tracer);
-                for o in tracer.collect() {
+                let got = tracer.collect();
+                period = if got.is_empty() && corr.pending() == 0 {
+                    (period * 2).min(crate::events::IDLE_DRAIN_INTERVAL)
+                } else {
+                    crate::events::DRAIN_INTERVAL
+                };
+                for o in got {
                     corr.push(o);
                 }
                 for p in corr.flush_idle(monotonic_now_ns(), IDLE.as_nanos() as u64) {
