@@ -3,7 +3,7 @@
 //! since ifindexes collide across namespaces); a netfilter verdict ([`NetfilterEvent`]) gets
 //! its family, hook and verdict named. Pure: names come in through [`Names`].
 
-use std::{collections::HashMap, net::IpAddr};
+use std::collections::HashMap;
 
 use vethtrace_common::{flag, hook, kind, nf, Event, Flow, NetfilterEvent};
 
@@ -305,14 +305,6 @@ pub fn proto_name(f: &Flow) -> &'static str {
         (0x86dd, _) => "IPv6",
         _ => "other",
     }
-}
-
-pub fn src(f: &Flow) -> Option<IpAddr> {
-    f.src_ip()
-}
-
-pub fn dst(f: &Flow) -> Option<IpAddr> {
-    f.dst_ip()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::{
-    decode::{self, Dir, Observation, What},
+    decode::{Dir, Observation, What},
     netconf::{counter_deltas, Chain, Delta, NetConfig, Rule},
 };
 
@@ -445,8 +445,8 @@ pub(super) fn missing_masquerade(p: &Probe, cx: &Context) -> Option<Finding> {
         if !is_default_dev && to_pod {
             return None;
         }
-        let src = decode::src(&h.outer)?;
-        let dst = decode::dst(&h.outer)?;
+        let src = h.outer.src_ip()?;
+        let dst = h.outer.dst_ip()?;
         // The pod subnet: a bridge's, else that of a pod whose veth ends in this namespace.
         let (subnet, bridge) = ns
             .interfaces
