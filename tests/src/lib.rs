@@ -13,6 +13,21 @@ pub fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("VETHTRACE_REQUIRE_PRIVILEGED").is_some()
 }
 
+/// For tests that build namespaces but load no eBPF (labs, topology, diagnosis, watcher):
+/// true when running as root; otherwise skips with a printed reason, or panics when skipping
+/// is not allowed.
+pub fn root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !required(),
+        "{test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create and enter network namespaces"
+    );
+    eprintln!("skipped {test}: not root");
+    false
+}
+
 /// Returns true when the test may go on; false (after printing why) when it should skip.
 /// Panics when skipping is not allowed.
 pub fn privileged(test: &str) -> bool {

@@ -26,22 +26,6 @@ use vethtrace::{
 };
 use vethtrace_common::Flow;
 
-/// Whether this process is root; when it is not, fails the test if CI asks for privileged
-/// tests and otherwise prints why it skips.
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let required = ["CI", "VETHTRACE_REQUIRE_PRIVILEGED"]
-        .into_iter()
-        .find(|v| std::env::var_os(v).is_some());
-    if let Some(var) = required {
-        panic!("{test} needs root to create and enter network namespaces and {var} is set");
-    }
-    eprintln!("skipping {test}: needs root to create and enter network namespaces");
-    false
-}
-
 fn create(kind: LabKind) -> Lab {
     Lab::create(kind).unwrap_or_else(|e| panic!("creating lab {kind}: {e:#}"))
 }
@@ -172,8 +156,9 @@ fn codes(f: &[Finding]) -> Vec<&str> {
 
 #[test]
 fn netconf_sees_forward_drop_and_its_counter_and_leaves_the_root_namespace_alone() {
-    if !privileged("netconf_sees_forward_drop_and_its_counter_and_leaves_the_root_namespace_alone")
-    {
+    if !vethtrace_tests::root(
+        "netconf_sees_forward_drop_and_its_counter_and_leaves_the_root_namespace_alone",
+    ) {
         return;
     }
     let root_rules = root_ruleset();
@@ -243,7 +228,7 @@ fn netconf_sees_forward_drop_and_its_counter_and_leaves_the_root_namespace_alone
 
 #[test]
 fn diagnoses_forward_drop_in_the_bridge_lab() {
-    if !privileged("diagnoses_forward_drop_in_the_bridge_lab") {
+    if !vethtrace_tests::root("diagnoses_forward_drop_in_the_bridge_lab") {
         return;
     }
     let mut lab = create(LabKind::Bridge);
@@ -308,7 +293,7 @@ fn diagnoses_forward_drop_in_the_bridge_lab() {
 
 #[test]
 fn diagnoses_missing_masquerade_and_stops_once_the_rule_is_there() {
-    if !privileged("diagnoses_missing_masquerade_and_stops_once_the_rule_is_there") {
+    if !vethtrace_tests::root("diagnoses_missing_masquerade_and_stops_once_the_rule_is_there") {
         return;
     }
     let mut lab = create(LabKind::Bridge);
@@ -379,7 +364,7 @@ fn diagnoses_missing_masquerade_and_stops_once_the_rule_is_there() {
 
 #[test]
 fn diagnoses_down_links_from_the_discovered_topology() {
-    if !privileged("diagnoses_down_links_from_the_discovered_topology") {
+    if !vethtrace_tests::root("diagnoses_down_links_from_the_discovered_topology") {
         return;
     }
     let mut lab = create(LabKind::Bridge);
@@ -460,7 +445,7 @@ fn diagnoses_down_links_from_the_discovered_topology() {
 
 #[test]
 fn expected_paths_follow_the_discovered_labs() {
-    if !privileged("expected_paths_follow_the_discovered_labs") {
+    if !vethtrace_tests::root("expected_paths_follow_the_discovered_labs") {
         return;
     }
     use vethtrace::diagnose::path::{walk_from_sender, End};

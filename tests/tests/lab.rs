@@ -32,31 +32,6 @@ fn del_netns(name: &str) {
     let _ = Command::new("ip").args(["netns", "del", name]).output();
 }
 
-/// Whether this process is root; when it is not, fails the test if CI asks for privileged
-/// tests and otherwise prints why it skips. (Not `vethtrace_tests::privileged`: labs need no
-/// eBPF object.)
-fn privileged(test: &str) -> bool {
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        })
-        .and_then(|u| u.parse::<u32>().ok());
-    if euid == Some(0) {
-        return true;
-    }
-    let required = ["CI", "VETHTRACE_REQUIRE_PRIVILEGED"]
-        .into_iter()
-        .find(|v| std::env::var_os(v).is_some());
-    if let Some(var) = required {
-        panic!("{test} needs root to create network namespaces (euid {euid:?}) and {var} is set");
-    }
-    eprintln!("skipping {test}: needs root to create network namespaces (euid {euid:?})");
-    false
-}
-
 fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
     run(&["ip", "netns", "list"])
         .lines()
@@ -144,7 +119,7 @@ fn fault_names_round_trip() {
 
 #[test]
 fn bridge_lab_pings() {
-    if !privileged("bridge_lab_pings") {
+    if !vethtrace_tests::root("bridge_lab_pings") {
         return;
     }
     let lab = create(LabKind::Bridge);
@@ -191,7 +166,7 @@ fn bridge_lab_pings() {
 
 #[test]
 fn flannel_lab_pings() {
-    if !privileged("flannel_lab_pings") {
+    if !vethtrace_tests::root("flannel_lab_pings") {
         return;
     }
     let lab = create(LabKind::Flannel);
@@ -242,7 +217,7 @@ fn flannel_lab_pings() {
 
 #[test]
 fn routed_lab_pings() {
-    if !privileged("routed_lab_pings") {
+    if !vethtrace_tests::root("routed_lab_pings") {
         return;
     }
     let lab = create(LabKind::Routed);
@@ -259,7 +234,7 @@ fn routed_lab_pings() {
 
 #[test]
 fn pair_lab_pings_and_link_down_breaks_it() {
-    if !privileged("pair_lab_pings_and_link_down_breaks_it") {
+    if !vethtrace_tests::root("pair_lab_pings_and_link_down_breaks_it") {
         return;
     }
     let mut lab = create(LabKind::Pair);
@@ -289,7 +264,8 @@ fn pair_lab_pings_and_link_down_breaks_it() {
 
 #[test]
 fn forward_drop_blocks_the_bridge_and_leaves_the_root_namespace_alone() {
-    if !privileged("forward_drop_blocks_the_bridge_and_leaves_the_root_namespace_alone") {
+    if !vethtrace_tests::root("forward_drop_blocks_the_bridge_and_leaves_the_root_namespace_alone")
+    {
         return;
     }
     let root_before = (
@@ -318,7 +294,7 @@ fn forward_drop_blocks_the_bridge_and_leaves_the_root_namespace_alone() {
 
 #[test]
 fn uplink_without_masquerade_has_no_way_back() {
-    if !privileged("uplink_without_masquerade_has_no_way_back") {
+    if !vethtrace_tests::root("uplink_without_masquerade_has_no_way_back") {
         return;
     }
     let mut lab = create(LabKind::Bridge);
@@ -349,7 +325,7 @@ fn uplink_without_masquerade_has_no_way_back() {
 
 #[test]
 fn uplink_with_masquerade_works() {
-    if !privileged("uplink_with_masquerade_works") {
+    if !vethtrace_tests::root("uplink_with_masquerade_works") {
         return;
     }
     let mut lab = create(LabKind::Bridge);
@@ -365,7 +341,7 @@ fn uplink_with_masquerade_works() {
 
 #[test]
 fn dropped_lab_leaves_no_namespace() {
-    if !privileged("dropped_lab_leaves_no_namespace") {
+    if !vethtrace_tests::root("dropped_lab_leaves_no_namespace") {
         return;
     }
     for kind in LabKind::ALL {
@@ -387,7 +363,7 @@ fn dropped_lab_leaves_no_namespace() {
 
 #[test]
 fn panicking_test_leaves_no_namespace() {
-    if !privileged("panicking_test_leaves_no_namespace") {
+    if !vethtrace_tests::root("panicking_test_leaves_no_namespace") {
         return;
     }
     let mut prefix = String::new();
@@ -413,7 +389,7 @@ impl Drop for PersistentPairCleanup {
 
 #[test]
 fn persistent_lab_is_kept_refused_twice_and_taken_down() {
-    if !privileged("persistent_lab_is_kept_refused_twice_and_taken_down") {
+    if !vethtrace_tests::root("persistent_lab_is_kept_refused_twice_and_taken_down") {
         return;
     }
     if !list_persistent().is_empty() {

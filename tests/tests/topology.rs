@@ -22,22 +22,6 @@ use vethtrace::{
     topology::{discover, DiscoverOptions, Interface, Namespace, NsKey, Topology},
 };
 
-/// True when the test may run; prints why and returns false when it should skip; panics when
-/// skipping is not allowed (CI, `cargo xtask test`).
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let required = std::env::var_os("CI").is_some()
-        || std::env::var_os("VETHTRACE_REQUIRE_PRIVILEGED").is_some();
-    assert!(
-        !required,
-        "{test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create and enter namespaces"
-    );
-    eprintln!("skipped {test}: not root");
-    false
-}
-
 /// Discovers only the lab's namespaces.
 fn lab_topology(lab: &Lab) -> Topology {
     let names = lab
@@ -148,7 +132,7 @@ fn assert_dot_parses(t: &Topology) {
 
 #[test]
 fn bridge_lab_peers_masters_cookies_and_json() {
-    if !privileged("bridge_lab_peers_masters_cookies_and_json") {
+    if !vethtrace_tests::root("bridge_lab_peers_masters_cookies_and_json") {
         return;
     }
     let lab = Lab::create(LabKind::Bridge).expect("bridge lab");
@@ -323,7 +307,7 @@ fn bridge_lab_peers_masters_cookies_and_json() {
 
 #[test]
 fn flannel_lab_vxlan_underlay_and_pods() {
-    if !privileged("flannel_lab_vxlan_underlay_and_pods") {
+    if !vethtrace_tests::root("flannel_lab_vxlan_underlay_and_pods") {
         return;
     }
     let lab = Lab::create(LabKind::Flannel).expect("flannel lab");
@@ -453,7 +437,7 @@ fn flannel_lab_vxlan_underlay_and_pods() {
 
 #[test]
 fn routed_lab_host_veths_routes_and_no_bridge() {
-    if !privileged("routed_lab_host_veths_routes_and_no_bridge") {
+    if !vethtrace_tests::root("routed_lab_host_veths_routes_and_no_bridge") {
         return;
     }
     let lab = Lab::create(LabKind::Routed).expect("routed lab");
@@ -494,7 +478,7 @@ fn routed_lab_host_veths_routes_and_no_bridge() {
 
 #[test]
 fn pair_lab_both_directions() {
-    if !privileged("pair_lab_both_directions") {
+    if !vethtrace_tests::root("pair_lab_both_directions") {
         return;
     }
     let lab = Lab::create(LabKind::Pair).expect("pair lab");
@@ -609,7 +593,7 @@ impl Drop for Namespaces {
 
 #[test]
 fn hundred_namespaces_with_colliding_ifindexes() {
-    if !privileged("hundred_namespaces_with_colliding_ifindexes") {
+    if !vethtrace_tests::root("hundred_namespaces_with_colliding_ifindexes") {
         return;
     }
     const PODS: usize = 100;
@@ -680,7 +664,7 @@ fn hundred_namespaces_with_colliding_ifindexes() {
 
 #[test]
 fn owners_and_names_of_process_held_namespaces() {
-    if !privileged("owners_and_names_of_process_held_namespaces") {
+    if !vethtrace_tests::root("owners_and_names_of_process_held_namespaces") {
         return;
     }
     let prefix = format!("vttopo-{}-own-", std::process::id());
@@ -737,7 +721,7 @@ fn owners_and_names_of_process_held_namespaces() {
 
 #[test]
 fn programs_attached_to_an_interface() {
-    if !privileged("programs_attached_to_an_interface") {
+    if !vethtrace_tests::root("programs_attached_to_an_interface") {
         return;
     }
     let lab = Lab::create(LabKind::Pair).expect("pair lab");

@@ -20,20 +20,6 @@ use vethtrace::{
     watch::{Change, Watcher},
 };
 
-/// True when the test may run; prints why and returns false when it should skip; panics when
-/// skipping is not allowed (CI, `cargo xtask test`).
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !vethtrace_tests::required(),
-        "{test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create and enter namespaces"
-    );
-    eprintln!("skipped {test}: not root");
-    false
-}
-
 /// The deadline the tracer promises for hot attach.
 const WITHIN: Duration = Duration::from_secs(1);
 /// The tracer's tick.
@@ -171,7 +157,9 @@ fn gone_netns(changes: &[Change], inode: u64) -> bool {
 
 #[test]
 fn links_that_appear_are_renamed_and_vanish_are_reported_within_a_second() {
-    if !privileged("links_that_appear_are_renamed_and_vanish_are_reported_within_a_second") {
+    if !vethtrace_tests::root(
+        "links_that_appear_are_renamed_and_vanish_are_reported_within_a_second",
+    ) {
         return;
     }
     let ns = Netns::new();
@@ -212,7 +200,9 @@ fn links_that_appear_are_renamed_and_vanish_are_reported_within_a_second() {
 
 #[test]
 fn watch_returns_the_links_present_and_a_late_watcher_reports_what_changed() {
-    if !privileged("watch_returns_the_links_present_and_a_late_watcher_reports_what_changed") {
+    if !vethtrace_tests::root(
+        "watch_returns_the_links_present_and_a_late_watcher_reports_what_changed",
+    ) {
         return;
     }
     let ns = Netns::new();
@@ -248,7 +238,9 @@ fn watch_returns_the_links_present_and_a_late_watcher_reports_what_changed() {
 
 #[test]
 fn new_namespaces_are_discovered_and_deleted_ones_reported_within_a_second() {
-    if !privileged("new_namespaces_are_discovered_and_deleted_ones_reported_within_a_second") {
+    if !vethtrace_tests::root(
+        "new_namespaces_are_discovered_and_deleted_ones_reported_within_a_second",
+    ) {
         return;
     }
     let mut w = Watcher::new(&[], true).expect("watcher");
@@ -322,7 +314,7 @@ fn new_namespaces_are_discovered_and_deleted_ones_reported_within_a_second() {
 
 #[test]
 fn deleted_namespaces_never_make_poll_fail() {
-    if !privileged("deleted_namespaces_never_make_poll_fail") {
+    if !vethtrace_tests::root("deleted_namespaces_never_make_poll_fail") {
         return;
     }
     // Deleted before the watcher starts: reported gone by the first poll.
@@ -383,7 +375,7 @@ fn thread_cpu() -> Duration {
 
 #[test]
 fn idle_polling_is_cheap() {
-    if !privileged("idle_polling_is_cheap") {
+    if !vethtrace_tests::root("idle_polling_is_cheap") {
         return;
     }
     const NAMESPACES: usize = 20;
