@@ -7,6 +7,12 @@
 //! would address the wrong ifindex). In clsact mode, filters named like ours left by a killed
 //! vethtrace are swept before attaching; nothing else's qdiscs or filters are ever touched (the
 //! clsact qdisc is created only when absent, and left in place).
+//!
+//! One worker thread attaches everything, in turn, on purpose: a TCX link create or release
+//! waits for two RCU grace periods (`tcx_entry_sync`, `bpf_mprog_commit`) while holding the
+//! global RTNL, so attaches from several threads only queue on the RTNL. Measured on the
+//! 2-core, HZ=250 VM with 400 hooks: about 14 ms a hook from one thread and the same total
+//! from four threads at once (bench figure 7), against well under 1 ms a hook with clsact.
 
 use std::collections::HashMap;
 

@@ -128,6 +128,98 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             opts.filter.len()
         );
     }
+    let Planned {
+        config,
+        drop_reasons,
+        mut drop_layer,
+        mut netfilter_layer,
+    } = plan(opts)?;
+
+    // EbpfLoader::new parses the kernel's BTF itself (for CO-RE relocations) and keeps that
+    // parse until it is dropped: load in a scope so it is freed before the next parse.
+    let mut ebpf = {
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::CONFIG_GLOBAL, &config, true);
+        if let Some(size) = opts.ring_bytes {
+            loader.map_max_entries(names::EVENTS_MAP, size);
+        }
+        loader
+            .load(bytes)
+            .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?
+    };
+
+    for name in [names::TC_INGRESS_PROG, names::TC_EGRESS_PROG] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the eBPF object has no program {name}: rebuild it"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("the kernel rejected {name}"))?;
+    }
+
+    // The tracing programs resolve their attach points in the kernel's BTF: one parse for
+    // all of them, dropped once they are attached.
+    let wants_btf = drop_layer == DropLayer::KfreeSkb
+        || matches!(netfilter_layer, NetfilterLayer::NftDoChain(_));
+    if wants_btf {
+        match Btf::from_sys_fs().context("read the kernel BTF") {
+            Ok(btf) => {
+                if drop_layer == DropLayer::KfreeSkb {
+                    if let Err(e) = attach_kfree_skb(&mut ebpf, &btf) {
+                        drop_layer = DropLayer::Unavailable(format!("{e:#}"));
+                    }
+                }
+                if matches!(netfilter_layer, NetfilterLayer::NftDoChain(_)) {
+                    if let Err(e) = attach_nft_do_chain(&mut ebpf, &btf) {
+                        netfilter_layer = NetfilterLayer::Unavailable(format!("{e:#}"));
+                    }
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if drop_layer == DropLayer::KfreeSkb {
+                    drop_layer = DropLayer::Unavailable(why.clone());
+                }
+                if matches!(netfilter_layer, NetfilterLayer::NftDoChain(_)) {
+                    netfilter_layer = NetfilterLayer::Unavailable(why);
+                }
+            }
+        }
+    }
+    return_freed_heap();
+    Ok(Loaded {
+        ebpf,
+        drop_layer,
+        netfilter_layer,
+        drop_reasons,
+    })
+}
+
+/// Gives heap freed after a one-time parse back to the kernel. The three BTF parses in
+/// [`load`] peak at about 35 MiB of heap and are all freed when it returns (heaptrack: under
+/// 1 MiB is still live once a 400-hook trace is running), but glibc keeps freed pages mapped,
+/// and resident, unless they are at the top of the heap: a trace sat at 43 MiB RSS of which
+/// 26 MiB was such heap. `malloc_trim` releases the free pages of every arena.
+pub fn return_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns pages of free chunks to the kernel; it does not touch
+    // memory in use and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What the kernel's BTF said, before anything is loaded.
+struct Planned {
+    config: Config,
+    drop_reasons: DropReasons,
+    drop_layer: DropLayer,
+    netfilter_layer: NetfilterLayer,
+}
+
+/// The load-time configuration, the drop reasons' names and the layers to try. The btf-rs
+/// parse of the kernel's BTF (tens of MiB of heap) lives only for this call.
+fn plan(opts: &LoadOptions) -> Result<Planned> {
     // Offsets are needed by every program: the device's namespace is only reachable through
     // `skb->dev`. Without BTF there is no way to name namespaces, so it is fatal.
     let kernel_btf = crate::btf::KernelBtf::load()?;
@@ -144,7 +236,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         config.flags |= config_flag::SNAP;
     }
     let mut drop_reasons = DropReasons::default();
-    let mut drop_layer = if opts.drops {
+    let drop_layer = if opts.drops {
         match kernel_btf.drop_reasons() {
             Ok(reasons) => {
                 config.flags |= config_flag::DROPS;
@@ -161,51 +253,21 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     } else {
         NetfilterMode::Off
     };
-    let mut netfilter_layer = plan_netfilter(nf_mode, || kernel_btf.nf_offsets(), &mut config);
-
-    let mut loader = EbpfLoader::new();
-    loader.override_global(names::CONFIG_GLOBAL, &config, true);
-    if let Some(size) = opts.ring_bytes {
-        loader.map_max_entries(names::EVENTS_MAP, size);
-    }
-    let mut ebpf = loader
-        .load(bytes)
-        .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?;
-
-    for name in [names::TC_INGRESS_PROG, names::TC_EGRESS_PROG] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .with_context(|| format!("the eBPF object has no program {name}: rebuild it"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("the kernel rejected {name}"))?;
-    }
-
-    if drop_layer == DropLayer::KfreeSkb {
-        if let Err(e) = attach_kfree_skb(&mut ebpf) {
-            drop_layer = DropLayer::Unavailable(format!("{e:#}"));
-        }
-    }
-    if matches!(netfilter_layer, NetfilterLayer::NftDoChain(_)) {
-        if let Err(e) = attach_nft_do_chain(&mut ebpf) {
-            netfilter_layer = NetfilterLayer::Unavailable(format!("{e:#}"));
-        }
-    }
-    Ok(Loaded {
-        ebpf,
+    let netfilter_layer = plan_netfilter(nf_mode, || kernel_btf.nf_offsets(), &mut config);
+    Ok(Planned {
+        config,
+        drop_reasons,
         drop_layer,
         netfilter_layer,
-        drop_reasons,
     })
 }
 
-fn attach_kfree_skb(ebpf: &mut Ebpf) -> Result<()> {
-    let btf = Btf::from_sys_fs().context("read the kernel BTF")?;
+fn attach_kfree_skb(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(names::KFREE_SKB_PROG)
         .context("the eBPF object has no drop program: rebuild it")?
         .try_into()?;
-    prog.load("kfree_skb", &btf)
+    prog.load("kfree_skb", btf)
         .context("load tp_btf/kfree_skb")?;
     prog.attach().context("attach tp_btf/kfree_skb")?;
     Ok(())
@@ -238,9 +300,8 @@ fn plan_netfilter(
 /// Loads and attaches fexit then fentry nft_do_chain (an fexit alone records nothing).
 /// Failing here (no trampolines on this kernel or architecture, a verifier rejection) only
 /// costs the netfilter layer: whatever was attached is unloaded again.
-fn attach_nft_do_chain(ebpf: &mut Ebpf) -> Result<()> {
-    let btf = Btf::from_sys_fs().context("read the kernel BTF")?;
-    let attached = attach_nft_exit(ebpf, &btf).and_then(|()| attach_nft_entry(ebpf, &btf));
+fn attach_nft_do_chain(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let attached = attach_nft_exit(ebpf, btf).and_then(|()| attach_nft_entry(ebpf, btf));
     if attached.is_err() {
         // Unloading also detaches; a program that never loaded has nothing to undo.
         let exit: Option<&mut FExit> = ebpf
