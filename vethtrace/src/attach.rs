@@ -78,8 +78,25 @@ pub struct Selection {
 
 struct Owned {
     netns: NetnsPath,
+    /// The namespace's inode and the interface's ifindex, to release the link when either
+    /// is gone (hot attach).
+    inode: u64,
+    ifindex: u32,
     link: SchedClassifierLink,
     mechanism: Mechanism,
+}
+
+impl Owned {
+    /// Lets go of a link whose interface is gone (deleted, or with its namespace). A TCX link's
+    /// fd is closed: the kernel detached it with the device but the fd stays open until then.
+    /// A clsact filter went with the device; it is forgotten rather than dropped, since its
+    /// netlink detach would address the ifindex in whatever namespace this thread is in.
+    fn release(self) {
+        match self.mechanism {
+            Mechanism::Tcx => drop(self.link),
+            Mechanism::Clsact => std::mem::forget(self.link),
+        }
+    }
 }
 
 /// Everything attached. Detaches on drop, in reverse order.
@@ -98,6 +115,37 @@ impl Attachments {
     pub fn absorb(&mut self, mut other: Attachments) {
         self.links.append(&mut other.links);
         self.namespaces.append(&mut other.namespaces);
+    }
+
+    /// Lets go of everything attached in the namespace `inode`, which is gone, and returns the
+    /// cookies it had. Without this, every TCX link in a deleted namespace keeps its fd open
+    /// for the rest of the trace (four per pod under churn).
+    pub fn release_netns(&mut self, inode: u64) -> Vec<u64> {
+        let (gone, kept): (Vec<Owned>, Vec<Owned>) =
+            self.links.drain(..).partition(|o| o.inode == inode);
+        self.links = kept;
+        gone.into_iter().for_each(Owned::release);
+        let cookies = self
+            .namespaces
+            .iter()
+            .filter(|n| n.inode == inode)
+            .map(|n| n.cookie)
+            .collect();
+        self.namespaces.retain(|n| n.inode != inode);
+        cookies
+    }
+
+    /// Lets go of the links on interface `ifindex` of namespace `inode`, which is gone.
+    pub fn release_link(&mut self, inode: u64, ifindex: u32) {
+        let (gone, kept): (Vec<Owned>, Vec<Owned>) = self
+            .links
+            .drain(..)
+            .partition(|o| o.inode == inode && o.ifindex == ifindex);
+        self.links = kept;
+        gone.into_iter().for_each(Owned::release);
+        for ns in self.namespaces.iter_mut().filter(|n| n.inode == inode) {
+            ns.interfaces.retain(|(i, _)| *i != ifindex);
+        }
     }
 
     /// The mechanisms in use, for the capability line.
@@ -223,6 +271,8 @@ fn attach_here(
                 .with_context(|| format!("attach to {name} in {}", path.display()))?;
             links.push(Owned {
                 netns: path.to_path_buf(),
+                inode: ns.inode,
+                ifindex: iface.index(),
                 link,
                 mechanism,
             });

@@ -373,6 +373,16 @@ pub fn register_netns(ebpf: &mut Ebpf, cookie: u64) -> Result<()> {
     Ok(())
 }
 
+/// Removes a namespace registered with [`register_netns`] (it is gone). Best effort: an
+/// entry left behind only takes a slot.
+pub fn unregister_netns(ebpf: &mut Ebpf, cookie: u64) {
+    if let Some(map) = ebpf.map_mut(names::NETNS_MAP) {
+        if let Ok(mut netns) = aya::maps::HashMap::<_, u64, u8>::try_from(map) {
+            let _ = netns.remove(&cookie);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

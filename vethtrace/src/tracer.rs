@@ -159,6 +159,22 @@ impl Tracer {
         Ok(hooked)
     }
 
+    /// A traced namespace is gone: its links are released and its cookie no longer counts
+    /// for drops (the NETNS map is bounded; cookies are never reused).
+    pub fn forget_netns(&mut self, inode: u64) {
+        let cookies = self.attachments.release_netns(inode);
+        if self.netns_filter {
+            for cookie in cookies {
+                loader::unregister_netns(&mut self.loaded.ebpf, cookie);
+            }
+        }
+    }
+
+    /// A traced interface is gone: its links are released.
+    pub fn forget_interface(&mut self, inode: u64, ifindex: u32) {
+        self.attachments.release_link(inode, ifindex);
+    }
+
     /// A traced interface was renamed.
     pub fn rename_interface(&mut self, path: &std::path::Path, ifindex: u32, ifname: &str) {
         if let Some(ns) = self.attachments.namespaces.iter().find(|n| n.path == path) {

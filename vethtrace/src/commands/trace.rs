@@ -464,12 +464,22 @@ impl Hot {
                     ifindex,
                     name,
                 } => self.new_link(tracer, netns_inode, ifindex, &name),
+                // Its links are released (their fds would stay open otherwise), and what we
+                // knew by its inode forgotten: the number goes to the next new namespace.
                 Change::GoneNetns { inode } => {
                     self.traced.remove(&inode);
+                    self.hooked.retain(|(ns, _)| *ns != inode);
+                    tracer.forget_netns(inode);
                     Ok(())
                 }
-                // A TCX link goes with its device; nothing to do.
-                Change::GoneLink { .. } => Ok(()),
+                Change::GoneLink {
+                    netns_inode,
+                    ifindex,
+                } => {
+                    self.hooked.remove(&(netns_inode, ifindex));
+                    tracer.forget_interface(netns_inode, ifindex);
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 if !crate::netns::vanished(&e) && !is_gone_device(&e) {
@@ -521,10 +531,18 @@ impl Hot {
         self.hooked.extend(hooked.iter().map(|(i, _)| (inode, *i)));
         self.traced
             .insert(inode, (path.to_path_buf(), name.clone()));
-        // Links that appeared between our attach and the subscription.
-        let missing: Vec<String> = self
-            .watcher
-            .watch(path, inode)?
+        // Links that appeared between our attach and the subscription. A namespace that
+        // cannot be watched (it vanished meanwhile) would never be reported gone: let go of it.
+        let links = match self.watcher.watch(path, inode) {
+            Ok(links) => links,
+            Err(e) => {
+                self.traced.remove(&inode);
+                self.hooked.retain(|(ns, _)| *ns != inode);
+                tracer.forget_netns(inode);
+                return Err(e);
+            }
+        };
+        let missing: Vec<String> = links
             .into_iter()
             .filter(|(i, n)| self.wants_iface(n) && !self.hooked.contains(&(inode, *i)))
             .map(|(_, n)| n)
