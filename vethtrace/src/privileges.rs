@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -42,6 +43,17 @@ pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
     missing
 }
 
+/// What sending probes and tracing them needs (`ping`, `demo`): tracing, plus CAP_NET_RAW for
+/// the raw ICMP socket, checked before anything is loaded so a missing one is named up front
+/// with the others instead of surfacing from the socket call.
+pub fn missing_for_probing(caps: u64) -> Vec<&'static str> {
+    let mut missing = missing_for_tracing(caps);
+    if caps & (1u64 << CAP_NET_RAW) == 0 {
+        missing.push("CAP_NET_RAW (send ICMP probes)");
+    }
+    missing
+}
+
 /// What reading other namespaces' links, FDBs and attached programs needs.
 pub fn missing_for_topology(caps: u64) -> Vec<&'static str> {
     let has = |c: u32| caps & (1u64 << c) != 0;
@@ -68,6 +80,11 @@ fn check(missing: Vec<&'static str>, what: &str) -> Result<()> {
 /// Fails with one line naming every missing capability.
 pub fn require_tracing() -> Result<()> {
     check(missing_for_tracing(effective()), "tracing")
+}
+
+/// Fails with one line naming every capability `ping` and `demo` miss.
+pub fn require_probing() -> Result<()> {
+    check(missing_for_probing(effective()), "probing")
 }
 
 pub fn require_topology() -> Result<()> {
@@ -105,5 +122,28 @@ mod tests {
         // CAP_SYS_ADMIN alone stands in for CAP_BPF and CAP_PERFMON, but not CAP_NET_ADMIN.
         let m = missing_for_tracing(1 << CAP_SYS_ADMIN);
         assert_eq!(m, vec!["CAP_NET_ADMIN (attach tc programs)"]);
+    }
+
+    #[test]
+    fn probing_also_needs_raw_sockets() {
+        let all = 0x1ff_ffff_ffffu64;
+        assert!(missing_for_probing(all).is_empty());
+        assert_eq!(
+            missing_for_probing(all & !(1 << CAP_NET_RAW)),
+            vec!["CAP_NET_RAW (send ICMP probes)"]
+        );
+        assert_eq!(missing_for_probing(0).len(), 5);
+    }
+
+    #[test]
+    fn the_message_is_one_line_naming_each_missing_capability() {
+        let e = check(missing_for_tracing(1 << CAP_BPF), "tracing").expect_err("missing");
+        let text = format!("{e:#}");
+        assert!(!text.contains('\n'), "{text}");
+        for cap in ["CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"] {
+            assert!(text.contains(cap), "{text}");
+        }
+        assert!(!text.contains("CAP_BPF"), "{text}");
+        assert!(check(Vec::new(), "tracing").is_ok());
     }
 }

@@ -22,7 +22,7 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs, out: &mut impl Write) -> Result<ExitCode> {
     crate::privileges::require_root("vethtrace demo")?;
-    crate::privileges::require_tracing()?;
+    crate::privileges::require_probing()?;
     crate::interrupt::install();
     writeln!(
         out,

@@ -163,7 +163,7 @@ pub fn run_with_names(
     out: &mut impl Write,
 ) -> Result<ExitCode> {
     let plan = validate(args)?;
-    crate::privileges::require_tracing()?;
+    crate::privileges::require_probing()?;
     let mut wanted = args.netns.clone();
     if let (false, Some(f)) = (wanted.is_empty(), &args.from) {
         if !f.starts_with('/') {
