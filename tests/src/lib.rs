@@ -78,6 +78,30 @@ pub fn programs_in(lab: &vethtrace::lab::Lab) -> Vec<String> {
         .collect()
 }
 
+/// `ifname mode name` of every tc, TCX and XDP program attached in the namespaces named
+/// (ip-netns names), for namespaces a test made outside a [`vethtrace::lab::Lab`].
+pub fn programs_in_netns(names: &[String]) -> Vec<String> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
+        netns: names.to_vec(),
+        programs: true,
+        ..Default::default()
+    })
+    .expect("topology");
+    t.namespaces
+        .iter()
+        .flat_map(|ns| {
+            ns.interfaces.iter().flat_map(|i| {
+                i.programs
+                    .iter()
+                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
+            })
+        })
+        .collect()
+}
+
 /// Runs the vethtrace binary as `nobody` with no capabilities (setpriv, from util-linux).
 pub fn as_nobody(args: &[&str]) -> std::process::Output {
     std::process::Command::new("setpriv")

@@ -87,6 +87,36 @@ pub fn drop_ipv4_icmp(name: &str) -> io::Result<OwnedFd> {
     load_insns(PROG_TYPE_SCHED_CLS, 0, &insns, name)
 }
 
+/// A tc program that drops IPv4 UDP to destination port `port` (TC_ACT_SHOT) and passes
+/// everything else on (TC_ACT_UNSPEC): a CNI's network policy closing one port, in the
+/// coexistence tests. Only option-less IPv4 headers (IHL 5, all the tests send) are looked into;
+/// anything else passes.
+pub fn drop_udp_dport(name: &str, port: u16) -> io::Result<OwnedFd> {
+    const DATA: i16 = 76; // offsetof(struct __sk_buff, data)
+    const DATA_END: i16 = 80;
+    // What a native-endian load of these big-endian header fields reads.
+    let be16 = |v: u16| i32::from(u16::from_ne_bytes(v.to_be_bytes()));
+    let insns = [
+        insn(0x61, 2, 1, DATA, 0),         // r2 = skb->data
+        insn(0x61, 3, 1, DATA_END, 0),     // r3 = skb->data_end
+        insn(0xb7, 0, 0, 0, -1),           // r0 = TC_ACT_UNSPEC
+        insn(0xbf, 4, 2, 0, 0),            // r4 = r2
+        insn(0x07, 4, 0, 0, 38),           // r4 += 38 (Ethernet + IPv4 + UDP up to dport's end)
+        insn(0x2d, 4, 3, 9, 0),            // if r4 > r3 goto exit
+        insn(0x69, 5, 2, 12, 0),           // r5 = *(u16 *)(r2 + 12): ethertype
+        insn(0x55, 5, 0, 7, be16(0x0800)), // if r5 != IPv4 goto exit
+        insn(0x71, 5, 2, 14, 0),           // r5 = *(u8 *)(r2 + 14): version and IHL
+        insn(0x55, 5, 0, 5, 0x45),         // if r5 != (4, 5) goto exit
+        insn(0x71, 5, 2, 23, 0),           // r5 = *(u8 *)(r2 + 23): IPv4 protocol
+        insn(0x55, 5, 0, 3, 17),           // if r5 != IPPROTO_UDP goto exit
+        insn(0x69, 5, 2, 36, 0),           // r5 = *(u16 *)(r2 + 36): UDP destination port
+        insn(0x55, 5, 0, 1, be16(port)),   // if r5 != port goto exit
+        insn(0xb7, 0, 0, 0, 2),            // r0 = TC_ACT_SHOT
+        insn(0x95, 0, 0, 0, 0),            // exit
+    ];
+    load_insns(PROG_TYPE_SCHED_CLS, 0, &insns, name)
+}
+
 /// Attaches `prog` to `ifindex` (in the calling thread's namespace) with a BPF link; it
 /// stays attached while the returned descriptor is open.
 pub fn link(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {

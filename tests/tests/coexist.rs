@@ -1,8 +1,11 @@
 //! Living with other tc users: a foreign TCX program on the same hook keeps its effect with
-//! vethtrace attached (and vethtrace explains what it did), and the clsact fallback detaches on
+//! vethtrace attached (and vethtrace explains what it did) — one dropping ICMP, one closing a
+//! UDP port, whichever of the two was attached first — and the clsact fallback detaches on
 //! exit, sweeps its own stale filters after a kill -9, and touches nothing else.
 
 use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::OwnedFd,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -163,6 +166,212 @@ fn clsact_mode_traces_detaches_and_sweeps_its_own_stale_filters() {
         vethtrace_tests::programs_in(&lab).is_empty(),
         "{:?}",
         vethtrace_tests::programs_in(&lab)
+    );
+    let _ = std::fs::remove_file(&ready);
+}
+
+/// The one-port test: the foreign program drops UDP to DROPPED; OPEN is let through.
+const DROPPED: u16 = 7001;
+const OPEN: u16 = 7002;
+/// Datagrams sent to each port per round.
+const DATAGRAMS: usize = 5;
+
+/// `vt_drop_udp` on b's eth0 TCX ingress, dropping UDP to [`DROPPED`]: attached while the
+/// returned fds live, appended after whatever is on the hook already (no ordering flags).
+fn foreign_port_program(lab: &Lab) -> Vec<OwnedFd> {
+    netns::run_in(&netns::named(lab.netns("b").expect("b")), || {
+        let ifindex = nix::net::if_::if_nametoindex("eth0")?;
+        let prog = rawbpf::drop_udp_dport("vt_drop_udp", DROPPED)?;
+        let link = rawbpf::link(&prog, ifindex, rawbpf::ATTACH_TCX_INGRESS)?;
+        Ok(vec![link, prog])
+    })
+    .expect("foreign program attached")
+}
+
+/// Two UDP senders in a (one per phase of the test, told apart by source port) and a receiver
+/// on each port in b (a socket stays in the namespace it was created in, whichever thread
+/// uses it).
+struct Udp {
+    dst: IpAddr,
+    tx: [UdpSocket; 2],
+    dropped: UdpSocket,
+    open: UdpSocket,
+}
+
+impl Udp {
+    fn new(lab: &Lab) -> Udp {
+        let dst = lab.addr("b").expect("b");
+        let (dropped, open) = netns::run_in(&netns::named(lab.netns("b").expect("b")), || {
+            Ok((
+                UdpSocket::bind(SocketAddr::new(dst, DROPPED))?,
+                UdpSocket::bind(SocketAddr::new(dst, OPEN))?,
+            ))
+        })
+        .expect("receivers in b");
+        let tx = netns::run_in(&netns::named(lab.netns("a").expect("a")), || {
+            Ok([UdpSocket::bind("0.0.0.0:0")?, UdpSocket::bind("0.0.0.0:0")?])
+        })
+        .expect("senders in a");
+        // Delivery between two namespaces on one host takes microseconds (the first round
+        // also an ARP exchange): a receiver that got nothing for this long gets nothing more.
+        for s in [&dropped, &open] {
+            s.set_read_timeout(Some(Duration::from_millis(150)))
+                .expect("timeout");
+        }
+        Udp {
+            dst,
+            tx,
+            dropped,
+            open,
+        }
+    }
+
+    /// The source port of sender `i`.
+    fn sport(&self, i: usize) -> u16 {
+        self.tx[i].local_addr().expect("bound").port()
+    }
+
+    /// Sends [`DATAGRAMS`] to each port from sender `i`; returns how many arrived at
+    /// (DROPPED, OPEN).
+    fn round(&self, i: usize) -> (usize, usize) {
+        for n in 0..DATAGRAMS {
+            for port in [DROPPED, OPEN] {
+                self.tx[i]
+                    .send_to(&[n as u8; 32], SocketAddr::new(self.dst, port))
+                    .expect("send");
+            }
+        }
+        let received = |s: &UdpSocket| {
+            let mut buf = [0u8; 64];
+            std::iter::from_fn(|| s.recv(&mut buf).ok()).count()
+        };
+        (received(&self.dropped), received(&self.open))
+    }
+}
+
+/// Each packet of a `--json` trace as its UDP (source, destination) ports and its hops,
+/// `netns ifname dir` or `drop netns reason`.
+type Paths = Vec<((u64, u64), Vec<String>)>;
+
+fn udp_paths(stdout: &[u8]) -> Paths {
+    let mut by_packet: std::collections::BTreeMap<u64, ((u64, u64), Vec<String>)> =
+        Default::default();
+    for l in String::from_utf8_lossy(stdout).lines() {
+        let v: Value = serde_json::from_str(l).expect("json");
+        let Some(packet) = v["packet"].as_u64() else {
+            continue;
+        };
+        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+        let hop = match v["type"].as_str() {
+            Some("packet") => format!("{} {} {}", s("netns"), s("ifname"), s("dir")),
+            _ => format!("{} {} {}", s("type"), s("netns"), s("reason")),
+        };
+        let entry = by_packet.entry(packet).or_default();
+        if let (Some(sport), Some(dport)) = (v["sport"].as_u64(), v["dport"].as_u64()) {
+            entry.0 = (sport, dport);
+        }
+        entry.1.push(hop);
+    }
+    by_packet.into_values().collect()
+}
+
+/// The tc programs on b's eth0 ingress, in the order they run.
+fn b_ingress(lab: &Lab) -> Vec<String> {
+    vethtrace_tests::programs_in_netns(&[lab.netns("b").expect("b").to_string()])
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("eth0 tcx ingress ").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_foreign_program_dropping_one_port_keeps_its_effect_and_vethtrace_sees_up_to_it() {
+    if !vethtrace_tests::privileged(
+        "a_foreign_program_dropping_one_port_keeps_its_effect_and_vethtrace_sees_up_to_it",
+    ) {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let udp = Udp::new(&lab);
+    let mut foreign = foreign_port_program(&lab);
+    let port_closed = (0, DATAGRAMS);
+    // Without vethtrace: the port is closed, the other open.
+    assert_eq!(udp.round(0), port_closed, "without vethtrace");
+
+    let ready = std::env::temp_dir().join(format!("vethtrace-port-{}", lab.prefix()));
+    let _ = std::fs::remove_file(&ready);
+    let child = vethtrace(&["trace", "--json", "--netns", a, "--netns", b])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg(format!("udp and host {}", udp.dst))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trace starts");
+    wait_for(&ready);
+
+    // 1. The foreign program was there first. vethtrace appends its TCX programs after every
+    //    one present (aya's default LinkOrder: after all), so the foreign one runs first on b's
+    //    ingress: what it drops never reaches vethtrace's ingress program there; it is seen
+    //    leaving a, then freed by the kernel in b with reason TC_INGRESS.
+    assert_eq!(b_ingress(&lab), ["vt_drop_udp", "vethtrace_tc_in"]);
+    assert_eq!(udp.round(0), port_closed, "with vethtrace after it");
+    // 2. Attached again while vethtrace runs, the foreign program is appended after it:
+    //    vethtrace now also sees the doomed datagrams arrive on b's eth0, before the drop.
+    foreign.clear();
+    foreign = foreign_port_program(&lab);
+    assert_eq!(b_ingress(&lab), ["vethtrace_tc_in", "vt_drop_udp"]);
+    assert_eq!(udp.round(1), port_closed, "with vethtrace before it");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("trace ends");
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(0), "")
+    );
+    let paths = udp_paths(&out.stdout);
+    let sent = format!("{a} eth0 egress");
+    let arrived = format!("{b} eth0 ingress");
+    let dropped = format!("drop {b} TC_INGRESS");
+    let count = |phase: usize, port: u16, want: &[&String]| {
+        let ports = (u64::from(udp.sport(phase)), u64::from(port));
+        paths
+            .iter()
+            .filter(|(p, hops)| *p == ports && hops.iter().eq(want.iter().copied()))
+            .count()
+    };
+    assert_eq!(
+        (
+            paths.len(),
+            count(0, DROPPED, &[&sent, &dropped]),
+            count(0, OPEN, &[&sent, &arrived]),
+            count(1, DROPPED, &[&sent, &arrived, &dropped]),
+            count(1, OPEN, &[&sent, &arrived]),
+        ),
+        (4 * DATAGRAMS, DATAGRAMS, DATAGRAMS, DATAGRAMS, DATAGRAMS),
+        "{paths:#?}"
+    );
+
+    // vethtrace left; the foreign program stays, alone, with its effect.
+    assert_eq!(
+        vethtrace_tests::programs_in(&lab),
+        ["eth0 tcx ingress vt_drop_udp"]
+    );
+    assert_eq!(udp.round(0), port_closed, "after vethtrace");
+    // The control: without the foreign program the port is open, so the zeros above were its
+    // doing.
+    drop(foreign);
+    assert_eq!(
+        udp.round(0),
+        (DATAGRAMS, DATAGRAMS),
+        "without the foreign program"
     );
     let _ = std::fs::remove_file(&ready);
 }
