@@ -116,11 +116,27 @@ pub struct Loaded {
     pub netfilter_layer: NetfilterLayer,
     /// Names of `enum skb_drop_reason` on this kernel (empty without BTF).
     pub drop_reasons: DropReasons,
+    /// How the tc programs read the skb's device: the kfunc, or probe reads.
+    pub device_reads: crate::kfunc::Patched,
 }
 
 /// Loads the object, writes the configuration, loads both tc programs and, when asked, attaches
 /// the drop program (a global tracepoint, not tied to a namespace).
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    load_with(opts, DeviceReads::Best)
+}
+
+/// How the tc programs should read the skb's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceReads {
+    /// The kfunc when the kernel has it (what `load` does).
+    Best,
+    /// Probe reads even when the kfunc exists (tests of the fallback older kernels take).
+    ProbeReads,
+}
+
+/// [`load`], choosing how the tc programs read the skb's device.
+pub fn load_with(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
     let bytes = ebpf_object::bytes()?;
     if opts.filter.len() > MAX_FILTER_INSNS {
         anyhow::bail!(
@@ -168,8 +184,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     if let Some(size) = opts.ring_bytes {
         loader.map_max_entries(names::EVENTS_MAP, size);
     }
+    let kfunc_id = match device_reads {
+        DeviceReads::Best => kernel_btf.function_id(vethtrace_common::kfunc::NAME),
+        DeviceReads::ProbeReads => None,
+    };
+    let (object, device_reads) = crate::kfunc::patch(bytes, kfunc_id)?;
     let mut ebpf = loader
-        .load(bytes)
+        .load(object.bytes())
         .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?;
 
     for name in [names::TC_INGRESS_PROG, names::TC_EGRESS_PROG] {
@@ -196,6 +217,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         drop_layer,
         netfilter_layer,
         drop_reasons,
+        device_reads,
     })
 }
 
