@@ -11,7 +11,12 @@
 //! 4 (BPF_PROG_TEST_RUN): the ingress program on fixed frames, `repeat` runs per call; the
 //! kernel reports the mean ns per run. Written as a baseline line for later comparison.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -26,6 +31,7 @@ use vethtrace::{
     loader::{self, LoadOptions, Loaded},
 };
 use vethtrace_common::names;
+use vethtrace_tests::rawbpf;
 
 use crate::{
     report::{Budget, Sample, Section, Unit},
@@ -303,6 +309,35 @@ fn vxlan_frame() -> Result<Vec<u8>> {
     Ok(v)
 }
 
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// Mean ns per run of a raw program fd over REPEAT runs on `frame` (BPF_PROG_TEST_RUN
+/// through bpf(2): aya only runs programs it loaded).
+fn raw_ns_per_run(prog: &OwnedFd, frame: &[u8]) -> Result<f64> {
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = [0u8; 80];
+    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&REPEAT.to_ne_bytes());
+    // SAFETY: `attr` is laid out as bpf_attr's test-run variant (prog_fd, retval,
+    // data_size_in, data_size_out, data_in, data_out, repeat, duration); data_out is null,
+    // and `frame` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN (empty program)");
+    }
+    let duration = u32::from_ne_bytes(attr[36..40].try_into().expect("4 bytes"));
+    Ok(duration as f64)
+}
+
 /// The baseline line's prefix in BENCHMARKS.md.
 const BASELINE: &str = "baseline prog-test-run ns/run:";
 
@@ -315,8 +350,17 @@ pub fn test_run(sec: &mut Section, previous_md: Option<&str>) -> Result<()> {
     ];
     let mut emit = Bare::load("")?;
     let mut filtered = Bare::load(MATCH_NOTHING)?;
+    let empty = rawbpf::load(
+        rawbpf::PROG_TYPE_SCHED_CLS,
+        0,
+        TC_ACT_UNSPEC,
+        "vt_bench_empty",
+    )
+    .context("load an empty tc program")?;
     let mut per: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
+    let mut floor = Vec::new();
     for round in 0..ROUNDS {
+        floor.push(raw_ns_per_run(&empty, &frames[0].2)?);
         for (i, (_, _, frame)) in frames.iter().enumerate() {
             let order = if (round + i) % 2 == 0 {
                 [true, false]
@@ -347,6 +391,20 @@ pub fn test_run(sec: &mut Section, previous_md: Option<&str>) -> Result<()> {
             );
         }
     }
+    let floor = Sample::new(floor);
+    let floor_median = floor.median();
+    sec.figure(
+        format!(
+            "an empty tc program (`return TC_ACT_UNSPEC`), {} B",
+            frames[0].2.len()
+        ),
+        Unit::Ns,
+        Budget::Info,
+        floor,
+    );
+    sec.note(format!(
+        "the empty program is the floor of this measurement on this machine ({floor_median:.0} ns: the test-run loop and the program call, with this kernel's return-thunk mitigations); vethtrace's own cost is the figure above minus it"
+    ));
     let line = format!("{BASELINE} {}", baseline.join(" "));
     sec.note(format!(
         "{ROUNDS} rounds × BPF_PROG_TEST_RUN repeat {REPEAT} per frame and mode (mean per run, as the kernel reports it); the program runs on a synthetic skb in the bench's own context, nothing attached"
