@@ -29,6 +29,7 @@ use vethtrace::{
     filter::Filter,
     lab::Lab,
     loader::{self, LoadOptions, Loaded},
+    netns,
 };
 use vethtrace_common::names;
 use vethtrace_tests::rawbpf;
@@ -56,6 +57,10 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
     let stats = enable_stats(Stats::RunTime)
         .context("bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME) (needs CAP_SYS_ADMIN, Linux ≥ 5.8)")?;
 
+    // The floor: an empty program on ns02's veth02 ingress, measured the same way in every
+    // trial (statistics and the program call cost the same for any program on this kernel).
+    let floor_prog = EmptyOnHook::attach(lab, "ns02", "veth02")?;
+    let mut floor = Vec::new();
     // (program, emitting?) → ns/run per trial.
     let mut per: BTreeMap<(&'static str, bool), Vec<f64>> = BTreeMap::new();
     let mut runs: BTreeMap<(&'static str, bool), u64> = BTreeMap::new();
@@ -73,6 +78,7 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
             };
             let mut s = Session::start(lab, filter, None)?;
             let before = s.run_stats()?;
+            let floor_before = floor_prog.stats()?;
             traffic::iperf3(
                 lab,
                 "ns01",
@@ -85,6 +91,10 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
                 },
             )?;
             let after = s.run_stats()?;
+            let floor_after = floor_prog.stats()?;
+            if let Some(ns) = ns_per_run(&[floor_before], &[floor_after])[0].1 {
+                floor.push(ns);
+            }
             s.drain();
             for (prog, ns, n) in ns_per_run(&before, &after) {
                 if let Some(ns) = ns {
@@ -113,6 +123,18 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
             }
         }
     }
+    let floor = Sample::new(floor);
+    let floor_median = floor.median();
+    sec.figure(
+        "an empty TCX program on ns02 veth02 ingress, same floods",
+        Unit::Ns,
+        Budget::Info,
+        floor,
+    );
+    sec.note(format!(
+        "the empty program is this machine's floor for the figures above ({floor_median:.0} ns: the program call and BPF_ENABLE_STATS' own clock reads, with this kernel's return-thunk mitigations); vethtrace's own cost is a figure minus it"
+    ));
+    drop(floor_prog);
     let count = |p: &str, e: bool| runs.get(&(p, e)).copied().unwrap_or(0);
     sec.note(format!(
         "{ROUNDS} × (emitting `{emit_filter}`, filtered out `{MATCH_NOTHING}`), iperf3 -u -l 64 -b 0 -t 1 ns01 → ns02; program runs counted: ingress {} / {}, egress {} / {}, kfree_skb {} / {} (emitting / filtered out)",
@@ -215,6 +237,44 @@ fn wakeup_trap(lab: &Lab, sec: &mut Section) -> Result<()> {
         }
     ));
     Ok(())
+}
+
+/// An empty tc program (`return TC_ACT_UNSPEC`) attached with TCX to one interface of the
+/// lab while it lives: the floor of the live figures.
+struct EmptyOnHook {
+    name: String,
+    _link: OwnedFd,
+    _prog: OwnedFd,
+}
+
+impl EmptyOnHook {
+    fn attach(lab: &Lab, role: &str, ifname: &str) -> Result<EmptyOnHook> {
+        // Unique per bench process, at most 15 bytes (the kernel's program name length).
+        let name = format!("vtfloor{}", std::process::id() % 100_000_000);
+        let (link, prog) = netns::run_in(&netns::named(lab.netns(role)?), || {
+            let ifindex = nix::net::if_::if_nametoindex(ifname)?;
+            let prog = rawbpf::load(rawbpf::PROG_TYPE_SCHED_CLS, 0, TC_ACT_UNSPEC, &name)?;
+            let link = rawbpf::link(&prog, ifindex, rawbpf::ATTACH_TCX_INGRESS)?;
+            Ok((link, prog))
+        })
+        .with_context(|| format!("attach an empty tc program to {role} {ifname}"))?;
+        Ok(EmptyOnHook {
+            name,
+            _link: link,
+            _prog: prog,
+        })
+    }
+
+    /// (name, run time ns, run count), as [`Session::run_stats`] gives them.
+    fn stats(&self) -> Result<(&'static str, u64, u64)> {
+        for info in aya::programs::loaded_programs() {
+            let info = info?;
+            if info.name_as_str() == Some(self.name.as_str()) {
+                return Ok(("floor", info.run_time().as_nanos() as u64, info.run_count()));
+            }
+        }
+        bail!("the empty program {} is not loaded", self.name)
+    }
 }
 
 /// The tc ingress program loaded alone (nothing attached), with its ring.
