@@ -12,7 +12,9 @@ use etherparse::{
 use vethtrace::{
     events::{Counters, EventReader},
     filter::Filter,
-    loader::{self, LoadOptions, Loaded},
+    kfunc::Patched,
+    loader::{self, DeviceReads, LoadOptions, Loaded},
+    netns,
 };
 use vethtrace_common::{flag, hook, kind, names, Event};
 
@@ -34,15 +36,22 @@ impl Harness {
     }
 
     fn with(filter: &[&str], snapshots: bool) -> Harness {
+        Self::reading(filter, snapshots, DeviceReads::Best)
+    }
+
+    fn reading(filter: &[&str], snapshots: bool, device_reads: DeviceReads) -> Harness {
         let words: Vec<String> = filter.iter().map(|s| s.to_string()).collect();
         let filter = Filter::new(&words).expect("filter compiles");
-        let mut loaded = loader::load(&LoadOptions {
-            filter: filter.insns,
-            drops: false,
-            netns_filter: false,
-            snapshots,
-            ring_bytes: None,
-        })
+        let mut loaded = loader::load_with(
+            &LoadOptions {
+                filter: filter.insns,
+                drops: false,
+                netns_filter: false,
+                snapshots,
+                ring_bytes: None,
+            },
+            device_reads,
+        )
         .expect("programs load");
         let reader = EventReader::new(&mut loaded.ebpf).expect("maps");
         Harness { loaded, reader }
@@ -86,7 +95,12 @@ impl Harness {
         let ev = evs[0];
         assert_eq!((ev.kind, ev.hook), (kind::PACKET, hook::TC_INGRESS));
         assert_eq!(ev.len as usize, frame.len());
-        assert_ne!(ev.netns_cookie, 0, "the device's namespace is known");
+        // BPF_PROG_TEST_RUN puts the skb on the loopback device of the caller's namespace.
+        assert_eq!(
+            ev.netns_cookie,
+            netns::cookie_of_current().expect("own netns cookie"),
+            "the device's namespace"
+        );
         ev
     }
 
@@ -147,6 +161,30 @@ fn ipv4_icmp_echo() {
     assert_eq!(f.ip_len, 84);
     assert_eq!(ev.flags, 0);
     assert_eq!(h.counters().emitted, 1);
+}
+
+#[test]
+fn the_device_is_read_through_the_kfunc_or_else_probe_reads() {
+    if !vethtrace_tests::privileged("the_device_is_read_through_the_kfunc_or_else_probe_reads") {
+        return;
+    }
+    // Linux 6.18 has bpf_cast_to_kern_ctx: the placeholder became the kfunc call.
+    let mut h = Harness::new(&[]);
+    assert!(
+        matches!(h.loaded.device_reads, Patched::Kfunc(id) if id > 0),
+        "{:?}",
+        h.loaded.device_reads
+    );
+    let direct = h.one(&icmp_echo(None));
+    // An older kernel's path: the same namespace and fields through bpf_probe_read_kernel.
+    let mut p = Harness::reading(&[], false, DeviceReads::ProbeReads);
+    assert_eq!(p.loaded.device_reads, Patched::Fallback);
+    let probed = p.one(&icmp_echo(None));
+    assert_eq!(probed.netns_cookie, direct.netns_cookie);
+    assert_eq!(
+        (probed.ifindex, probed.outer.src, probed.outer.icmp_seq),
+        (direct.ifindex, direct.outer.src, direct.outer.icmp_seq)
+    );
 }
 
 #[test]

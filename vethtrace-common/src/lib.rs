@@ -17,6 +17,21 @@ pub use user::*;
 /// Bumped whenever the layout of [`Event`], [`NetfilterEvent`] or [`Config`] changes.
 pub const WIRE_VERSION: u8 = 2;
 
+/// The kfunc call the tc programs make to turn their context into the kernel's `struct
+/// sk_buff *` (`bpf_cast_to_kern_ctx`, Linux ≥ 6.2), whose fields the verifier then lets them
+/// load directly instead of through bpf_probe_read_kernel. aya 0.14 cannot relocate kfunc calls,
+/// so the object carries the call as one placeholder instruction and user space patches it
+/// before loading: the BTF id of the kfunc goes into its immediate, or, on a kernel without the
+/// kfunc, the instruction becomes `r0 = 0` and the programs fall back to probe reads.
+pub mod kfunc {
+    /// `call` with src_reg = BPF_PSEUDO_KFUNC_CALL (2) and this immediate.
+    pub const PLACEHOLDER: [u8; 8] = [0x85, 0x20, 0x00, 0x00, 0xc7, 0xc7, 0x7e, 0x7e];
+    /// The kfunc it stands for.
+    pub const NAME: &str = "bpf_cast_to_kern_ctx";
+    /// What it becomes when the kernel lacks the kfunc: `r0 = 0` (BPF_ALU64 | BPF_MOV | BPF_K).
+    pub const FALLBACK: [u8; 8] = [0xb7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+}
+
 /// Names of the maps, globals and programs in the eBPF object.
 pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";

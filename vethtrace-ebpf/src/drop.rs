@@ -1,8 +1,9 @@
 //! skb:kfree_skb (tp_btf): packets the kernel freed with a drop reason.
 //!
-//! aya-ebpf has no CO-RE field access for Rust programs, so `struct sk_buff` is walked with
-//! bpf_probe_read_kernel at offsets user space read from the running kernel's BTF
-//! (`Config::offsets`). Normal consumption goes to skb:consume_skb, not here.
+//! aya-ebpf has no CO-RE field access for Rust programs, so `struct sk_buff` is walked at
+//! offsets user space read from the running kernel's BTF (`Config::offsets`), with plain loads
+//! the verifier checks against BTF (the argument is a typed pointer); only the packet bytes are
+//! probe-read. Normal consumption goes to skb:consume_skb, not here.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated},
@@ -15,7 +16,7 @@ use crate::{
     emit::{emit, reset},
     filter,
     maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
-    skb::{device, parse_skb},
+    skb::{parse_skb, skb_device, Direct},
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -26,7 +27,8 @@ pub fn vethtrace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
-    let skb: *const u8 = ctx.arg(0);
+    // A tp_btf argument is typed from BTF: its fields are read with plain loads (Direct).
+    let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
     trace_drop(skb, location, reason, flags, &o);
@@ -34,9 +36,9 @@ pub fn vethtrace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &KernelOffsets) {
+fn trace_drop(skb: u64, location: u64, reason: u32, flags: u32, o: &KernelOffsets) {
     // Namespace first: drops elsewhere (another trace's lab, the host) cost one lookup.
-    let dev = device(skb, o);
+    let dev = skb_device::<Direct>(skb, o);
     if flags & config_flag::NETNS_FILTER != 0 {
         let cookie = dev.map_or(0, |(_, c)| c);
         // SAFETY: the value is only tested for presence.
@@ -54,7 +56,7 @@ fn trace_drop(skb: *const u8, location: u64, reason: u32, flags: u32, o: &Kernel
     reset(ev, kind::DROP, hook::KFREE_SKB);
     ev.location = location;
     ev.drop_reason = reason;
-    let l3 = parse_skb(skb, o, ev);
+    let l3 = parse_skb::<Direct>(skb, o, ev);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
         return;

@@ -9,6 +9,8 @@
 //! next program on the hook (a CNI's) and the kernel's normal path run unchanged.
 #![no_std]
 #![no_main]
+// One placeholder kfunc call instruction (see `vethtrace_common::kfunc`) is emitted with asm.
+#![feature(asm_experimental_arch)]
 
 mod drop;
 mod emit;

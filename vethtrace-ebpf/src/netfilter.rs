@@ -32,7 +32,7 @@ use crate::{
     emit::{emit, reset},
     filter,
     maps::{config, NETNS, NF_STASH},
-    skb::{field, net_cookie, net_device, parse_skb},
+    skb::{field, net_cookie, net_device, parse_skb, Probe},
 };
 
 /// How many nft_do_chain calls may nest on one CPU and still be recorded.
@@ -137,7 +137,7 @@ pub fn enter(pkt: *const u8, flags: u32, o: &KernelOffsets, n: &NfOffsets) {
     }
     let rec = &mut slot.rec;
     reset(&mut rec.event, kind::NETFILTER, hook::NFT_DO_CHAIN);
-    let _ = parse_skb(skb, o, &mut rec.event);
+    let _ = parse_skb::<Probe>(skb as u64, o, &mut rec.event);
     let ev = &mut rec.event;
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         return;

@@ -235,7 +235,9 @@ pub fn parse_packet<R: Reader>(
     }
     if let Some(vx) = p.vxlan_payload {
         // VXLAN header: flags(1) with the I bit (0x08) set, reserved(3), VNI(3), reserved(1).
-        match r.read::<u8>(vx) {
+        // Read as the whole 8-byte header: a 1-byte read lets the compiler turn the tc
+        // reader's `at + 1 <= end` into `at < end`, which the verifier cannot use as a bound.
+        match r.read::<[u8; VXLAN_HLEN]>(vx).map(|h| h[0]) {
             Some(f) if f & 0x08 != 0 => {
                 flags |= flag::ENCAP;
                 // The inner layer is parsed without looking for VXLAN again (no recursion in BPF).

@@ -18,12 +18,6 @@ pub fn field<T: Copy + Default>(base: *const u8, off: u32) -> T {
     }
 }
 
-/// The device an skb is on: (ifindex, netns cookie), or None when it has no device.
-#[inline(always)]
-pub fn device(skb: *const u8, o: &KernelOffsets) -> Option<(u32, u64)> {
-    net_device(field(skb, o.skb_dev), o)
-}
-
 /// (ifindex, netns cookie) of a `struct net_device *`, or None for a null pointer.
 #[inline(always)]
 pub fn net_device(dev: u64, o: &KernelOffsets) -> Option<(u32, u64)> {
@@ -47,6 +41,39 @@ pub fn net_cookie(net: u64, o: &KernelOffsets) -> u64 {
     }
 }
 
+/// `bpf_cast_to_kern_ctx(ctx)`: the tc context as the kernel's `struct sk_buff *`, which the
+/// verifier types from BTF so its fields (and the structures they point to) are read with
+/// plain loads; 0 when user space found no such kfunc and patched the call into `r0 = 0`.
+#[inline(always)]
+pub fn kern_ctx(ctx: *const u8) -> u64 {
+    let skb: u64;
+    // SAFETY: the bytes are `vethtrace_common::kfunc::PLACEHOLDER`, one call instruction that
+    // user space patches before loading (into the kfunc's BTF id, or `r0 = 0`). Like any BPF
+    // call it reads r1 and clobbers r0–r5; it touches no memory of ours.
+    unsafe {
+        core::arch::asm!(
+            ".byte 0x85, 0x20, 0x00, 0x00, 0xc7, 0xc7, 0x7e, 0x7e",
+            inlateout("r1") ctx => _,
+            lateout("r0") skb,
+            lateout("r2") _,
+            lateout("r3") _,
+            lateout("r4") _,
+            lateout("r5") _,
+            options(nostack, readonly),
+        );
+    }
+    skb
+}
+
+/// Reads a `T` at `base + off` where `base` is a BTF-typed kernel pointer (from
+/// [`kern_ctx`] or a field loaded through one): the verifier checks the access against the
+/// kernel's types and turns it into a fault-tolerant load, so no helper call is needed.
+#[inline(always)]
+fn btf_load<T: Copy>(base: u64, off: u32) -> T {
+    // SAFETY: see above; a faulting address reads as 0 instead of crashing (PROBE_MEM).
+    unsafe { core::ptr::read_volatile((base + off as u64) as *const T) }
+}
+
 /// A packet's bytes in kernel memory from its network header: `base` is kernel memory, `len`
 /// how much of it belongs to the packet.
 pub struct KernelBytes {
@@ -65,20 +92,63 @@ impl parse::Reader for KernelBytes {
     }
 }
 
+/// How kernel structure fields are read: [`Probe`] (bpf_probe_read_kernel, any pointer) or
+/// [`Direct`] (plain loads, for pointers the verifier types from BTF: a tp_btf argument or
+/// [`kern_ctx`]'s result; no helper call).
+pub trait Fields {
+    fn get<T: Copy + Default>(base: u64, off: u32) -> T;
+}
+
+pub struct Probe;
+
+impl Fields for Probe {
+    #[inline(always)]
+    fn get<T: Copy + Default>(base: u64, off: u32) -> T {
+        field(base as *const u8, off)
+    }
+}
+
+pub struct Direct;
+
+impl Fields for Direct {
+    #[inline(always)]
+    fn get<T: Copy + Default>(base: u64, off: u32) -> T {
+        btf_load(base, off)
+    }
+}
+
+/// (ifindex, netns cookie) of the device `skb` is on, or None when it has none.
+#[inline(always)]
+pub fn skb_device<F: Fields>(skb: u64, o: &KernelOffsets) -> Option<(u32, u64)> {
+    let dev: u64 = F::get(skb, o.skb_dev);
+    if dev == 0 {
+        return None;
+    }
+    let ifindex: u32 = F::get(dev, o.dev_ifindex);
+    // possible_net_t is one `struct net *` at the start of nd_net.
+    let net: u64 = F::get(dev, o.dev_nd_net);
+    let cookie = if net == 0 {
+        0
+    } else {
+        F::get(net, o.net_cookie)
+    };
+    Some((ifindex, cookie))
+}
+
 /// Parses the packet `skb` holds, from its network header (of ethertype `skb->protocol`),
 /// into `ev.outer`/`ev.inner` and `ev.flags`, and sets `ev.len` and `ev.mark`. Returns the
 /// network-layer bytes (for a snapshot), or None when they could not be located (then
-/// `TRUNCATED` is set).
+/// `TRUNCATED` is set). The packet bytes themselves are always probe-read.
 #[inline(always)]
-pub fn parse_skb(skb: *const u8, o: &KernelOffsets, ev: &mut Event) -> Option<KernelBytes> {
-    let head: u64 = field(skb, o.skb_head);
-    let data: u64 = field(skb, o.skb_data);
-    let len: u32 = field(skb, o.skb_len);
-    let nh: u16 = field(skb, o.skb_network_header);
+pub fn parse_skb<F: Fields>(skb: u64, o: &KernelOffsets, ev: &mut Event) -> Option<KernelBytes> {
+    let head: u64 = F::get(skb, o.skb_head);
+    let data: u64 = F::get(skb, o.skb_data);
+    let len: u32 = F::get(skb, o.skb_len);
+    let nh: u16 = F::get(skb, o.skb_network_header);
     // skb->protocol is the ethertype in network byte order.
-    let ethertype: u16 = u16::from_be(field::<u16>(skb, o.skb_protocol));
+    let ethertype: u16 = u16::from_be(F::get::<u16>(skb, o.skb_protocol));
     ev.len = len;
-    ev.mark = field(skb, o.skb_mark);
+    ev.mark = F::get(skb, o.skb_mark);
     // Bytes from the network header to the end of the packet: len counts from data.
     let data_off = data.wrapping_sub(head) as i64;
     let avail = len as i64 + data_off - nh as i64;

@@ -15,13 +15,33 @@ use crate::{
     parse, skb,
 };
 
-struct Skb<'a>(&'a TcContext);
+/// The packet of a tc program. Headers are read straight from the linear part of the skb
+/// (direct packet access: plain loads, no helper call); a header that lies past it (a
+/// non-linear skb) falls back to bpf_skb_load_bytes, which copies from the fragments.
+struct Skb<'a> {
+    ctx: &'a TcContext,
+    data: usize,
+    end: usize,
+}
+
+/// Headers are parsed within this many bytes of the frame start; bounding the offset lets the
+/// verifier accept `data + off` as a packet pointer (it must stay below 64 KiB).
+const MAX_HEADER_OFF: usize = 1024;
 
 impl parse::Reader for Skb<'_> {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        // bpf_skb_load_bytes checks the offset against the packet at run time.
-        self.0.load::<T>(off).ok()
+        if off > MAX_HEADER_OFF {
+            return None;
+        }
+        let at = self.data + off;
+        if at + core::mem::size_of::<T>() <= self.end {
+            // SAFETY: [at, at + size_of::<T>()) lies inside the linear packet data, as just
+            // checked against data_end (the verifier checks the same).
+            return Some(unsafe { core::ptr::read_unaligned(at as *const T) });
+        }
+        // bpf_skb_load_bytes checks the offset against the whole packet at run time.
+        self.ctx.load::<T>(off).ok()
     }
 }
 
@@ -46,7 +66,12 @@ fn trace(ctx: &TcContext, hook: u8) {
     let slot = unsafe { &mut *slot };
     let ev = &mut slot.event;
     reset(ev, kind::PACKET, hook);
-    ev.flags = parse::parse_packet(&Skb(ctx), 0, 0, &mut ev.outer, &mut ev.inner);
+    let skb = Skb {
+        ctx,
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    ev.flags = parse::parse_packet(&skb, 0, 0, &mut ev.outer, &mut ev.inner);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
         return;
@@ -58,11 +83,19 @@ fn trace(ctx: &TcContext, hook: u8) {
         ev.len = skb.len;
         ev.mark = skb.mark;
     }
-    // The context pointer of a tc program is the kernel's `struct sk_buff *`; only its device
-    // knows the namespace (bpf_get_netns_cookie answers for the sending socket's namespace).
-    // Passing it to bpf_probe_read_kernel is allowed for privileged (CAP_PERFMON) loaders.
+    // Only the skb's device knows the namespace (bpf_get_netns_cookie answers for the sending
+    // socket's namespace). The context pointer of a tc program is the kernel's `struct sk_buff
+    // *`: read through the kfunc's typed pointer, or else with bpf_probe_read_kernel (allowed
+    // for privileged, CAP_PERFMON, loaders).
     let o: KernelOffsets = config(|c| &c.offsets);
-    if let Some((_, cookie)) = skb::device(ctx.skb.skb as *const u8, &o) {
+    let kskb = skb::kern_ctx(ctx.skb.skb as *const u8);
+    let dev = if kskb != 0 {
+        // Plain loads through the BTF-typed pointer: three helper calls saved per event.
+        skb::skb_device::<skb::Direct>(kskb, &o)
+    } else {
+        skb::skb_device::<skb::Probe>(ctx.skb.skb as u64, &o)
+    };
+    if let Some((_, cookie)) = dev {
         ev.netns_cookie = cookie;
     }
     // SAFETY: no preconditions.

@@ -110,6 +110,13 @@ impl KernelBtf {
             .any(|t| matches!(t, Type::Func(_)))
     }
 
+    /// The BTF id of the function `name` (a kfunc the programs call), if the kernel has one.
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        let ids = self.btf.resolve_ids_by_name(name).ok()?;
+        ids.into_iter()
+            .find(|&id| matches!(self.btf.resolve_type_by_id(id), Ok(Type::Func(_))))
+    }
+
     /// Byte offset of `field` in `struct strukt`, looking through anonymous unions and structs.
     pub fn member_offset(&self, strukt: &str, field: &str) -> Result<u32> {
         for t in self.btf.resolve_types_by_name(strukt)? {

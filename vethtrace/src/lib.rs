@@ -19,6 +19,7 @@ pub mod events;
 pub mod filter;
 pub mod interrupt;
 pub mod kallsyms;
+pub mod kfunc;
 pub mod lab;
 pub mod latency;
 pub mod loader;

@@ -116,11 +116,27 @@ pub struct Loaded {
     pub netfilter_layer: NetfilterLayer,
     /// Names of `enum skb_drop_reason` on this kernel (empty without BTF).
     pub drop_reasons: DropReasons,
+    /// How the tc programs read the skb's device: the kfunc, or probe reads.
+    pub device_reads: crate::kfunc::Patched,
 }
 
 /// Loads the object, writes the configuration, loads both tc programs and, when asked, attaches
 /// the drop program (a global tracepoint, not tied to a namespace).
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    load_with(opts, DeviceReads::Best)
+}
+
+/// How the tc programs should read the skb's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceReads {
+    /// The kfunc when the kernel has it (what `load` does).
+    Best,
+    /// Probe reads even when the kfunc exists (tests of the fallback older kernels take).
+    ProbeReads,
+}
+
+/// [`load`], choosing how the tc programs read the skb's device.
+pub fn load_with(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
     let bytes = ebpf_object::bytes()?;
     if opts.filter.len() > MAX_FILTER_INSNS {
         anyhow::bail!(
@@ -133,7 +149,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         drop_reasons,
         mut drop_layer,
         mut netfilter_layer,
-    } = plan(opts)?;
+        kfunc_id,
+    } = plan(opts, device_reads)?;
+    let (object, device_reads) = crate::kfunc::patch(bytes, kfunc_id)?;
 
     // EbpfLoader::new parses the kernel's BTF itself (for CO-RE relocations) and keeps that
     // parse until it is dropped: load in a scope so it is freed before the next parse.
@@ -144,7 +162,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             loader.map_max_entries(names::EVENTS_MAP, size);
         }
         loader
-            .load(bytes)
+            .load(object.bytes())
             .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?
     };
 
@@ -186,12 +204,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             }
         }
     }
+    drop(object);
     return_freed_heap();
     Ok(Loaded {
         ebpf,
         drop_layer,
         netfilter_layer,
         drop_reasons,
+        device_reads,
     })
 }
 
@@ -215,11 +235,13 @@ struct Planned {
     drop_reasons: DropReasons,
     drop_layer: DropLayer,
     netfilter_layer: NetfilterLayer,
+    /// BTF id of the kfunc the tc programs call, if the kernel has it and it is wanted.
+    kfunc_id: Option<u32>,
 }
 
 /// The load-time configuration, the drop reasons' names and the layers to try. The btf-rs
 /// parse of the kernel's BTF (tens of MiB of heap) lives only for this call.
-fn plan(opts: &LoadOptions) -> Result<Planned> {
+fn plan(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Planned> {
     // Offsets are needed by every program: the device's namespace is only reachable through
     // `skb->dev`. Without BTF there is no way to name namespaces, so it is fatal.
     let kernel_btf = crate::btf::KernelBtf::load()?;
@@ -254,11 +276,16 @@ fn plan(opts: &LoadOptions) -> Result<Planned> {
         NetfilterMode::Off
     };
     let netfilter_layer = plan_netfilter(nf_mode, || kernel_btf.nf_offsets(), &mut config);
+    let kfunc_id = match device_reads {
+        DeviceReads::Best => kernel_btf.function_id(vethtrace_common::kfunc::NAME),
+        DeviceReads::ProbeReads => None,
+    };
     Ok(Planned {
         config,
         drop_reasons,
         drop_layer,
         netfilter_layer,
+        kfunc_id,
     })
 }
 

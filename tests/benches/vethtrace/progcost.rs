@@ -11,7 +11,12 @@
 //! 4 (BPF_PROG_TEST_RUN): the ingress program on fixed frames, `repeat` runs per call; the
 //! kernel reports the mean ns per run. Written as a baseline line for later comparison.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -24,8 +29,10 @@ use vethtrace::{
     filter::Filter,
     lab::Lab,
     loader::{self, LoadOptions, Loaded},
+    netns,
 };
 use vethtrace_common::names;
+use vethtrace_tests::rawbpf;
 
 use crate::{
     report::{Budget, Sample, Section, Unit},
@@ -50,6 +57,10 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
     let stats = enable_stats(Stats::RunTime)
         .context("bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME) (needs CAP_SYS_ADMIN, Linux ≥ 5.8)")?;
 
+    // The floor: an empty program on ns02's veth02 ingress, measured the same way in every
+    // trial (statistics and the program call cost the same for any program on this kernel).
+    let floor_prog = EmptyOnHook::attach(lab, "ns02", "veth02")?;
+    let mut floor = Vec::new();
     // (program, emitting?) → ns/run per trial.
     let mut per: BTreeMap<(&'static str, bool), Vec<f64>> = BTreeMap::new();
     let mut runs: BTreeMap<(&'static str, bool), u64> = BTreeMap::new();
@@ -67,6 +78,7 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
             };
             let mut s = Session::start(lab, filter, None)?;
             let before = s.run_stats()?;
+            let floor_before = floor_prog.stats()?;
             traffic::iperf3(
                 lab,
                 "ns01",
@@ -79,6 +91,10 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
                 },
             )?;
             let after = s.run_stats()?;
+            let floor_after = floor_prog.stats()?;
+            if let Some(ns) = ns_per_run(&[floor_before], &[floor_after])[0].1 {
+                floor.push(ns);
+            }
             s.drain();
             for (prog, ns, n) in ns_per_run(&before, &after) {
                 if let Some(ns) = ns {
@@ -107,6 +123,18 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
             }
         }
     }
+    let floor = Sample::new(floor);
+    let floor_median = floor.median();
+    sec.figure(
+        "an empty TCX program on ns02 veth02 ingress, same floods",
+        Unit::Ns,
+        Budget::Info,
+        floor,
+    );
+    sec.note(format!(
+        "the empty program is this machine's floor for the figures above ({floor_median:.0} ns: the program call and BPF_ENABLE_STATS' own clock reads, with this kernel's return-thunk mitigations); vethtrace's own cost is a figure minus it"
+    ));
+    drop(floor_prog);
     let count = |p: &str, e: bool| runs.get(&(p, e)).copied().unwrap_or(0);
     sec.note(format!(
         "{ROUNDS} × (emitting `{emit_filter}`, filtered out `{MATCH_NOTHING}`), iperf3 -u -l 64 -b 0 -t 1 ns01 → ns02; program runs counted: ingress {} / {}, egress {} / {}, kfree_skb {} / {} (emitting / filtered out)",
@@ -211,6 +239,44 @@ fn wakeup_trap(lab: &Lab, sec: &mut Section) -> Result<()> {
     Ok(())
 }
 
+/// An empty tc program (`return TC_ACT_UNSPEC`) attached with TCX to one interface of the
+/// lab while it lives: the floor of the live figures.
+struct EmptyOnHook {
+    name: String,
+    _link: OwnedFd,
+    _prog: OwnedFd,
+}
+
+impl EmptyOnHook {
+    fn attach(lab: &Lab, role: &str, ifname: &str) -> Result<EmptyOnHook> {
+        // Unique per bench process, at most 15 bytes (the kernel's program name length).
+        let name = format!("vtfloor{}", std::process::id() % 100_000_000);
+        let (link, prog) = netns::run_in(&netns::named(lab.netns(role)?), || {
+            let ifindex = nix::net::if_::if_nametoindex(ifname)?;
+            let prog = rawbpf::load(rawbpf::PROG_TYPE_SCHED_CLS, 0, TC_ACT_UNSPEC, &name)?;
+            let link = rawbpf::link(&prog, ifindex, rawbpf::ATTACH_TCX_INGRESS)?;
+            Ok((link, prog))
+        })
+        .with_context(|| format!("attach an empty tc program to {role} {ifname}"))?;
+        Ok(EmptyOnHook {
+            name,
+            _link: link,
+            _prog: prog,
+        })
+    }
+
+    /// (name, run time ns, run count), as [`Session::run_stats`] gives them.
+    fn stats(&self) -> Result<(&'static str, u64, u64)> {
+        for info in aya::programs::loaded_programs() {
+            let info = info?;
+            if info.name_as_str() == Some(self.name.as_str()) {
+                return Ok(("floor", info.run_time().as_nanos() as u64, info.run_count()));
+            }
+        }
+        bail!("the empty program {} is not loaded", self.name)
+    }
+}
+
 /// The tc ingress program loaded alone (nothing attached), with its ring.
 struct Bare {
     loaded: Loaded,
@@ -303,6 +369,35 @@ fn vxlan_frame() -> Result<Vec<u8>> {
     Ok(v)
 }
 
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// Mean ns per run of a raw program fd over REPEAT runs on `frame` (BPF_PROG_TEST_RUN
+/// through bpf(2): aya only runs programs it loaded).
+fn raw_ns_per_run(prog: &OwnedFd, frame: &[u8]) -> Result<f64> {
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = [0u8; 80];
+    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&REPEAT.to_ne_bytes());
+    // SAFETY: `attr` is laid out as bpf_attr's test-run variant (prog_fd, retval,
+    // data_size_in, data_size_out, data_in, data_out, repeat, duration); data_out is null,
+    // and `frame` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN (empty program)");
+    }
+    let duration = u32::from_ne_bytes(attr[36..40].try_into().expect("4 bytes"));
+    Ok(duration as f64)
+}
+
 /// The baseline line's prefix in BENCHMARKS.md.
 const BASELINE: &str = "baseline prog-test-run ns/run:";
 
@@ -315,8 +410,17 @@ pub fn test_run(sec: &mut Section, previous_md: Option<&str>) -> Result<()> {
     ];
     let mut emit = Bare::load("")?;
     let mut filtered = Bare::load(MATCH_NOTHING)?;
+    let empty = rawbpf::load(
+        rawbpf::PROG_TYPE_SCHED_CLS,
+        0,
+        TC_ACT_UNSPEC,
+        "vt_bench_empty",
+    )
+    .context("load an empty tc program")?;
     let mut per: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
+    let mut floor = Vec::new();
     for round in 0..ROUNDS {
+        floor.push(raw_ns_per_run(&empty, &frames[0].2)?);
         for (i, (_, _, frame)) in frames.iter().enumerate() {
             let order = if (round + i) % 2 == 0 {
                 [true, false]
@@ -347,6 +451,20 @@ pub fn test_run(sec: &mut Section, previous_md: Option<&str>) -> Result<()> {
             );
         }
     }
+    let floor = Sample::new(floor);
+    let floor_median = floor.median();
+    sec.figure(
+        format!(
+            "an empty tc program (`return TC_ACT_UNSPEC`), {} B",
+            frames[0].2.len()
+        ),
+        Unit::Ns,
+        Budget::Info,
+        floor,
+    );
+    sec.note(format!(
+        "the empty program is the floor of this measurement on this machine ({floor_median:.0} ns: the test-run loop and the program call, with this kernel's return-thunk mitigations); vethtrace's own cost is the figure above minus it"
+    ));
     let line = format!("{BASELINE} {}", baseline.join(" "));
     sec.note(format!(
         "{ROUNDS} rounds × BPF_PROG_TEST_RUN repeat {REPEAT} per frame and mode (mean per run, as the kernel reports it); the program runs on a synthetic skb in the bench's own context, nothing attached"
