@@ -38,11 +38,60 @@ impl parse::Reader for Skb<'_> {
         if at + core::mem::size_of::<T>() <= self.end {
             // SAFETY: [at, at + size_of::<T>()) lies inside the linear packet data, as just
             // checked against data_end (the verifier checks the same).
-            return Some(unsafe { core::ptr::read_unaligned(at as *const T) });
+            return Some(unsafe { load_words::<T>(at) });
         }
         // bpf_skb_load_bytes checks the offset against the whole packet at run time.
         self.ctx.load::<T>(off).ok()
     }
+}
+
+/// `T`'s bytes at `at`, loaded 8, 4, 2 then 1 byte at a time into an 8-byte-aligned buffer.
+/// `read_unaligned` of a byte array compiles to one load per byte on BPF (it has no unaligned
+/// loads in general); packet data may be loaded at any alignment on the architectures whose
+/// verifier allows it (those with efficient unaligned access, x86-64 and arm64 included), so
+/// word loads are fine and the parser's byte picks become shifts of registers.
+///
+/// # Safety
+/// `[at, at + size_of::<T>())` must be readable packet data; `T` must be valid for any bytes.
+#[inline(always)]
+unsafe fn load_words<T: Copy>(at: usize) -> T {
+    #[repr(C, align(8))]
+    struct Aligned<T>(T);
+    let mut buf = core::mem::MaybeUninit::<Aligned<T>>::uninit();
+    let dst = buf.as_mut_ptr().cast::<u8>();
+    let n = core::mem::size_of::<T>();
+    let mut i = 0;
+    // SAFETY (all blocks): i + width <= n, inside both the packet range and the buffer; the
+    // buffer offsets are multiples of the width, so the stores are aligned.
+    while i + 8 <= n {
+        unsafe {
+            dst.add(i)
+                .cast::<u64>()
+                .write(((at + i) as *const u64).read_volatile())
+        };
+        i += 8;
+    }
+    if i + 4 <= n {
+        unsafe {
+            dst.add(i)
+                .cast::<u32>()
+                .write(((at + i) as *const u32).read_volatile())
+        };
+        i += 4;
+    }
+    if i + 2 <= n {
+        unsafe {
+            dst.add(i)
+                .cast::<u16>()
+                .write(((at + i) as *const u16).read_volatile())
+        };
+        i += 2;
+    }
+    if i < n {
+        unsafe { dst.add(i).write(((at + i) as *const u8).read_volatile()) };
+    }
+    // SAFETY: every byte of T was written above.
+    unsafe { buf.assume_init().0 }
 }
 
 #[classifier]
