@@ -2,8 +2,9 @@
 //!
 //! aya-ebpf has no CO-RE field access for Rust programs, so `struct sk_buff` is walked at
 //! offsets user space read from the running kernel's BTF (`Config::offsets`), with plain loads
-//! the verifier checks against BTF (the argument is a typed pointer); only the packet bytes are
-//! probe-read. Normal consumption goes to skb:consume_skb, not here.
+//! the verifier checks against BTF (the argument is a typed pointer); the packet bytes are
+//! probe-read once, into the buffer that is also the snapshot. Normal consumption goes to
+//! skb:consume_skb, not here.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated},
@@ -16,7 +17,8 @@ use crate::{
     emit::{emit, reset},
     filter,
     maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
-    skb::{parse_skb, skb_device, Direct},
+    parse,
+    skb::{locate, skb_device, Copied, Direct},
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -56,7 +58,30 @@ fn trace_drop(skb: u64, location: u64, reason: u32, flags: u32, o: &KernelOffset
     reset(ev, kind::DROP, hook::KFREE_SKB);
     ev.location = location;
     ev.drop_reason = reason;
-    let l3 = parse_skb::<Direct>(skb, o, ev);
+    // One probe read copies the headers (and the snapshot, when asked for) into the slot's
+    // buffer; the parser then reads from it with no helper call per header.
+    let mut copied = 0;
+    if let Some((l3, ethertype)) = locate::<Direct>(skb, o, ev) {
+        // Verifier: the size must be provably in 1..=SNAP_LEN.
+        let n = (l3.len as u64).min(SNAP_LEN as u64) as u32;
+        if n > 0 && n <= SNAP_LEN as u32 {
+            // SAFETY: the destination is SNAP_LEN bytes of map value and n is within
+            // 1..=SNAP_LEN; a bad source address makes the helper fail, not fault.
+            let rc = unsafe {
+                generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.base.cast())
+            };
+            if rc == 0 {
+                copied = n;
+            }
+        }
+        let bytes = Copied {
+            buf: &slot.snap,
+            len: copied as usize,
+        };
+        let ev = &mut slot.event;
+        ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
+    }
+    let ev = &mut slot.event;
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
         return;
@@ -71,22 +96,11 @@ fn trace_drop(skb: u64, location: u64, reason: u32, flags: u32, o: &KernelOffset
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     bump(counter::DROPS);
-    let Some(l3) = l3.filter(|_| flags & config_flag::SNAP != 0) else {
-        emit(ev);
-        return;
-    };
-    // Verifier: the size must be provably in 1..=SNAP_LEN.
-    let n = (l3.len as u64).min(SNAP_LEN as u64) as u32;
-    if n == 0 || n > SNAP_LEN as u32 {
+    if flags & config_flag::SNAP == 0 || copied == 0 {
         emit(ev);
         return;
     }
     ev.flags |= flag::SNAP_L3;
-    // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN; a
-    // bad source address makes the helper fail, not fault.
-    let rc = unsafe {
-        generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.base.cast())
-    };
-    slot.event.snap_len = if rc == 0 { n } else { 0 };
+    ev.snap_len = copied;
     emit(slot);
 }

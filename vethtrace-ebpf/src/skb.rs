@@ -4,7 +4,7 @@
 //! than a tc context: drops (kfree_skb) and netfilter verdicts (nft_do_chain).
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use vethtrace_common::{flag, Event, KernelOffsets};
+use vethtrace_common::{flag, Event, KernelOffsets, SNAP_LEN};
 
 use crate::parse;
 
@@ -135,12 +135,15 @@ pub fn skb_device<F: Fields>(skb: u64, o: &KernelOffsets) -> Option<(u32, u64)> 
     Some((ifindex, cookie))
 }
 
-/// Parses the packet `skb` holds, from its network header (of ethertype `skb->protocol`),
-/// into `ev.outer`/`ev.inner` and `ev.flags`, and sets `ev.len` and `ev.mark`. Returns the
-/// network-layer bytes (for a snapshot), or None when they could not be located (then
-/// `TRUNCATED` is set). The packet bytes themselves are always probe-read.
+/// Where the packet `skb` holds starts, from its network header: sets `ev.len` and `ev.mark`
+/// and returns the network-layer bytes and their ethertype (`skb->protocol`), or None when
+/// they could not be located (then `TRUNCATED` is set).
 #[inline(always)]
-pub fn parse_skb<F: Fields>(skb: u64, o: &KernelOffsets, ev: &mut Event) -> Option<KernelBytes> {
+pub fn locate<F: Fields>(
+    skb: u64,
+    o: &KernelOffsets,
+    ev: &mut Event,
+) -> Option<(KernelBytes, u16)> {
     let head: u64 = F::get(skb, o.skb_head);
     let data: u64 = F::get(skb, o.skb_data);
     let len: u32 = F::get(skb, o.skb_len);
@@ -160,6 +163,44 @@ pub fn parse_skb<F: Fields>(skb: u64, o: &KernelOffsets, ev: &mut Event) -> Opti
         base: (head + nh as u64) as *const u8,
         len: avail as usize,
     };
+    Some((bytes, ethertype))
+}
+
+/// Parses the packet `skb` holds, from its network header, into `ev.outer`/`ev.inner` and
+/// `ev.flags` (see [`locate`]), probe-reading each header. Returns the network-layer bytes
+/// (for a snapshot), or None when they could not be located.
+#[inline(always)]
+pub fn parse_skb<F: Fields>(skb: u64, o: &KernelOffsets, ev: &mut Event) -> Option<KernelBytes> {
+    let (bytes, ethertype) = locate::<F>(skb, o, ev)?;
     ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
     Some(bytes)
 }
+
+/// Headers start within this many bytes of the network header in a [`Copied`] buffer (deeper
+/// ones read as truncated). Far enough below SNAP_LEN that the verifier accepts every read even
+/// when the compiler computes the address before the length check (it did).
+pub const COPIED_MAX_OFF: usize = 128;
+
+/// Packet bytes already copied into a buffer (one probe read for all headers): `len` of them
+/// are valid.
+pub struct Copied<'a> {
+    pub buf: &'a [u8; SNAP_LEN],
+    pub len: usize,
+}
+
+impl parse::Reader for Copied<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        if off > COPIED_MAX_OFF {
+            return None;
+        }
+        if off + core::mem::size_of::<T>() > self.len {
+            return None;
+        }
+        // SAFETY: [off, off + size) lies inside the buffer's valid bytes, checked above; the
+        // largest header read (40 bytes) from COPIED_MAX_OFF stays inside SNAP_LEN.
+        Some(unsafe { core::ptr::read_unaligned(self.buf.as_ptr().add(off).cast::<T>()) })
+    }
+}
+
+const _: () = assert!(COPIED_MAX_OFF + 40 <= SNAP_LEN);
