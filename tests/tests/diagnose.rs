@@ -114,12 +114,9 @@ fn request(lab: &Lab, f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
         .map(|(n, (role, ifname, what))| Observation {
             ts_ns: 1_000 * n as u64,
             netns_cookie: 0,
-            netns: lab
-                .netns(role)
-                .unwrap_or_else(|e| panic!("{e:#}"))
-                .to_string(),
+            netns: lab.netns(role).unwrap_or_else(|e| panic!("{e:#}")).into(),
             ifindex: 0,
-            ifname: Some(ifname.to_string()),
+            ifname: Some(ifname.to_string().into()),
             what: match *what {
                 "egress" => What::Hook(Dir::Egress),
                 "ingress" => What::Hook(Dir::Ingress),

@@ -3,39 +3,170 @@
 //! since ifindexes collide across namespaces); a netfilter verdict ([`NetfilterEvent`]) gets
 //! its family, hook and verdict named. Pure: names come in through [`Names`].
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
 
 use vethtrace_common::{flag, hook, kind, nf, Event, Flow, NetfilterEvent};
 
 use crate::{btf::DropReasons, kallsyms::Kallsyms};
 
+/// A namespace or interface name as observations carry it. Every event of one interface
+/// shares the same allocation: decoding clones a reference count instead of allocating a
+/// `String` per event (the userspace budget of issue 6 is ≥ 10 M events/s). It reads like a
+/// `&str` (`Deref`, `as_str`, comparisons with `str`/`String`) and serializes as a string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Name(Arc::from(""))
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(Arc::from(s))
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(Arc::from(s))
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Self {
+        Name(Arc::from(s.as_str()))
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> Self {
+        n.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Name> for str {
+    fn eq(&self, other: &Name) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Maps keyed by netns cookies and ifindexes: foldhash instead of SipHash, since the keys
+/// come from our own kernel programs (no flooding risk worth SipHash's cost per event).
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Namespace and interface names, keyed the way events identify them.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
-    netns: HashMap<u64, String>,
-    ifaces: HashMap<(u64, u32), String>,
+    netns: FastMap<u64, Name>,
+    ifaces: FastMap<(u64, u32), Name>,
 }
 
 impl Names {
     /// Records a namespace's display name under its netns cookie.
     pub fn add_netns(&mut self, cookie: u64, name: impl Into<String>) {
-        self.netns.insert(cookie, name.into());
+        self.netns.insert(cookie, Name::from(name.into()));
     }
 
     pub fn add_interface(&mut self, cookie: u64, ifindex: u32, name: impl Into<String>) {
-        self.ifaces.insert((cookie, ifindex), name.into());
+        self.ifaces
+            .insert((cookie, ifindex), Name::from(name.into()));
     }
 
     /// The namespace's name, or `netns:<cookie>` for one we never saw.
     pub fn netns(&self, cookie: u64) -> String {
+        self.netns_name(cookie).to_string()
+    }
+
+    /// [`Names::netns`], shared rather than copied.
+    pub fn netns_name(&self, cookie: u64) -> Name {
         self.netns
             .get(&cookie)
             .cloned()
-            .unwrap_or_else(|| format!("netns:{cookie}"))
+            .unwrap_or_else(|| Name::from(format!("netns:{cookie}")))
     }
 
     pub fn interface(&self, cookie: u64, ifindex: u32) -> Option<&str> {
-        self.ifaces.get(&(cookie, ifindex)).map(String::as_str)
+        self.interface_name(cookie, ifindex).map(Name::as_str)
+    }
+
+    /// [`Names::interface`], shared rather than copied.
+    pub fn interface_name(&self, cookie: u64, ifindex: u32) -> Option<&Name> {
+        self.ifaces.get(&(cookie, ifindex))
     }
 }
 
@@ -153,9 +284,9 @@ pub fn nf_verdict_name(verdict: u32) -> String {
 pub struct Observation {
     pub ts_ns: u64,
     pub netns_cookie: u64,
-    pub netns: String,
+    pub netns: Name,
     pub ifindex: u32,
-    pub ifname: Option<String>,
+    pub ifname: Option<Name>,
     pub what: What,
     pub len: u32,
     pub mark: u32,
@@ -209,10 +340,11 @@ impl Decoder<'_> {
                 return self.decode_netfilter(&nf);
             }
         }
-        let mut o = self.decode(ev);
-        o.snapshot = ev.snapshot(record).to_vec();
-        o.snapshot_l3 = ev.flags & flag::SNAP_L3 != 0;
-        o
+        self.observation(
+            ev,
+            ev.snapshot(record).to_vec(),
+            ev.flags & flag::SNAP_L3 != 0,
+        )
     }
 
     /// A netfilter verdict, with its packet's namespace, device and flows.
@@ -229,6 +361,12 @@ impl Decoder<'_> {
     }
 
     pub fn decode(&self, ev: &Event) -> Observation {
+        self.observation(ev, Vec::new(), false)
+    }
+
+    /// The observation built in place (it is a few hundred bytes, and decoding runs per event).
+    #[inline]
+    fn observation(&self, ev: &Event, snapshot: Vec<u8>, snapshot_l3: bool) -> Observation {
         let what = match ev.hook {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),
             hook::TC_EGRESS => What::Hook(Dir::Egress),
@@ -262,15 +400,17 @@ impl Decoder<'_> {
         Observation {
             ts_ns: ev.ts_ns,
             netns_cookie: ev.netns_cookie,
-            netns: self.names.netns(ev.netns_cookie),
+            netns: self.names.netns_name(ev.netns_cookie),
             ifindex: ev.ifindex,
             ifname: if no_dev {
                 None
             } else {
-                self.names
-                    .interface(ev.netns_cookie, ev.ifindex)
-                    .map(str::to_string)
-                    .or_else(|| Some(format!("if{}", ev.ifindex)))
+                Some(
+                    self.names
+                        .interface_name(ev.netns_cookie, ev.ifindex)
+                        .cloned()
+                        .unwrap_or_else(|| Name::from(format!("if{}", ev.ifindex))),
+                )
             },
             what,
             len: ev.len,
@@ -278,8 +418,8 @@ impl Decoder<'_> {
             outer: ev.outer,
             inner: (ev.flags & flag::ENCAP != 0).then_some(ev.inner),
             truncated: ev.flags & flag::TRUNCATED != 0,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            snapshot,
+            snapshot_l3,
         }
     }
 }

@@ -235,9 +235,9 @@ pub fn path(f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
             Observation {
                 ts_ns: 1000 * n as u64,
                 netns_cookie: 0,
-                netns: netns.to_string(),
+                netns: netns.to_string().into(),
                 ifindex: 0,
-                ifname: Some(ifname.to_string()),
+                ifname: Some(ifname.to_string().into()),
                 what,
                 len: 84,
                 mark: 0,

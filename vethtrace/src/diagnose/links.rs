@@ -30,7 +30,7 @@ pub(super) fn link_down(leg: &Leg, cx: &Context) -> Option<Finding> {
     };
     let mut prev: Option<(String, String)> = leg
         .last_hook()
-        .and_then(|h| Some((h.netns.clone(), h.ifname.clone()?)));
+        .and_then(|h| Some((h.netns.to_string(), h.ifname.as_deref()?.to_string())));
     let mut trail = Vec::new();
     for e in &walk.steps {
         let Step::Hook { netns, ifname, .. } = &e.step else {
@@ -180,7 +180,7 @@ pub(super) fn mtu(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Option<Finding>
     for leg in [Leg::request(p), Leg::reply(p, topo)] {
         for h in &leg.hooks {
             if let (Some(i), What::Hook(Dir::Egress)) = (&h.ifname, &h.what) {
-                devices.push((h.netns.clone(), i.clone()));
+                devices.push((h.netns.to_string(), i.to_string()));
             }
         }
     }
@@ -271,8 +271,8 @@ pub(super) fn ip_on_bridge_port(p: &Probe, leg: Option<&Leg>, cx: &Context) -> V
     let topo = cx.topo;
     let mut spaces: Vec<String> = vec![p.from_netns.to_string()];
     for l in [Leg::request(p), Leg::reply(p, topo)] {
-        spaces.extend(l.hooks.iter().map(|h| h.netns.clone()));
-        spaces.extend(l.drop.map(|d| d.netns.clone()));
+        spaces.extend(l.hooks.iter().map(|h| h.netns.to_string()));
+        spaces.extend(l.drop.map(|d| d.netns.to_string()));
     }
     spaces.extend(
         path::walk_from_sender(topo, p.from_netns, p.dst)

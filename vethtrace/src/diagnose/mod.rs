@@ -231,7 +231,7 @@ impl<'a> Leg<'a> {
         let from = p
             .reply
             .and_then(|r| r.hops.first())
-            .map(|h| h.netns.clone())
+            .map(|h| h.netns.to_string())
             .or_else(|| net::owner_of_ip(topo, p.dst).map(|(n, _)| n.name.clone()))
             .unwrap_or_default();
         Leg::of(p.reply, from, p.dst, p.src, "echo reply")

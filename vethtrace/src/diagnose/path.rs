@@ -36,8 +36,8 @@ impl Step {
     pub fn of(o: &Observation) -> Option<Step> {
         match o.what {
             What::Hook(dir) => Some(Step::Hook {
-                netns: o.netns.clone(),
-                ifname: o.ifname.clone().unwrap_or_else(|| "-".into()),
+                netns: o.netns.to_string(),
+                ifname: o.ifname.as_deref().unwrap_or("-").to_string(),
                 dir,
             }),
             _ => None,

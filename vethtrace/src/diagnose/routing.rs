@@ -79,7 +79,7 @@ pub(super) fn rp_filter(leg: &Leg, cx: &Context) -> Option<Finding> {
         None if by_reason => {
             let d = leg.drop?;
             let ns = cx.topo.namespaces.iter().find(|n| n.name == d.netns)?;
-            (ns, d.ifname.clone().unwrap_or_else(|| "-".into()))
+            (ns, d.ifname.as_deref().unwrap_or("-").to_string())
         }
         None => return None,
     };

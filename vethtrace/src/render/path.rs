@@ -174,8 +174,8 @@ pub fn segments(hops: &[Observation], topo: &Topology) -> Vec<Segment> {
     if let Some(d) = drop {
         if let What::Drop { reason, .. } = &d.what {
             out.push(Segment {
-                netns: d.netns.clone(),
-                ifname: d.ifname.clone().unwrap_or_default(),
+                netns: d.netns.to_string(),
+                ifname: d.ifname.as_deref().unwrap_or_default().to_string(),
                 via: Via::Dropped {
                     reason: reason.clone(),
                 },
@@ -237,8 +237,8 @@ impl Place<'_> {
 /// The name a hook hop is drawn with: its interface name, or `if<ifindex>`.
 fn ifname_of(h: &Observation) -> String {
     h.ifname
-        .clone()
-        .unwrap_or_else(|| format!("if{}", h.ifindex))
+        .as_deref()
+        .map_or_else(|| format!("if{}", h.ifindex), str::to_string)
 }
 
 /// Groups hook hops into places, up to the first drop (returned separately).

@@ -136,8 +136,8 @@ impl<W: Write> PcapngWriter<W> {
     /// The interface id for the observation, writing its IDB on first use.
     fn interface(&mut self, obs: &Observation) -> io::Result<u32> {
         let key = InterfaceKey {
-            netns: obs.netns.clone(),
-            ifname: obs.ifname.clone(),
+            netns: obs.netns.to_string(),
+            ifname: obs.ifname.as_deref().map(str::to_string),
             l3: obs.snapshot_l3,
         };
         if let Some(&id) = self.interfaces.get(&key) {
@@ -313,9 +313,9 @@ mod tests {
         Observation {
             ts_ns,
             netns_cookie: 4096,
-            netns: netns.to_string(),
+            netns: netns.into(),
             ifindex,
-            ifname: ifname.map(str::to_string),
+            ifname: ifname.map(Into::into),
             what,
             len: snapshot.len() as u32 + 100,
             mark: 0,
