@@ -7,7 +7,7 @@ use vethtrace_common::Flow;
 
 use crate::{
     correlate::PacketPath,
-    decode::{proto_name, Observation, What},
+    decode::{proto_name, Dir, Observation, What},
     diagnose::Finding,
 };
 
@@ -108,6 +108,10 @@ pub fn packet(out: &mut impl Write, p: &PacketPath, indent: &str) -> io::Result<
 }
 
 /// [`packet`], with drops in red and benign frees dimmed when `color` is on.
+///
+/// Hop lines are written piece by piece (no `String` per place or time): a trace renders every
+/// packet it sees, and issue 6 asks ≥ 1 M lines/s. The text is what [`hop_place`] and
+/// [`since`] make; the tests compare the two.
 pub fn packet_styled(
     out: &mut impl Write,
     p: &PacketPath,
@@ -126,32 +130,41 @@ pub fn packet_styled(
         .hops
         .iter()
         .filter(|h| !h.is_netfilter())
-        .map(|h| hop_place(h).chars().count())
+        .map(place_chars)
         .max()
         .unwrap_or(0);
     for h in &p.hops {
-        let place = hop_place(h);
-        let encap = if h.inner.is_some() { "  (vxlan)" } else { "" };
+        let dt = h.ts_ns.saturating_sub(t0) / 1000;
         match &h.what {
-            What::Hook(_) => writeln!(
-                out,
-                "{indent}  {place:<width$}  {:>8}{encap}",
-                since(t0, h.ts_ns)
-            )?,
-            What::Drop { reason, location } => writeln!(
-                out,
-                "{indent}  {red}✗ dropped in {place}: {reason} at {location}{reset}  {}",
-                since(t0, h.ts_ns)
-            )?,
+            What::Hook(_) => {
+                // `{place:<width$}  {since:>8}{encap}`
+                out.write_all(indent.as_bytes())?;
+                out.write_all(b"  ")?;
+                write_place(out, h)?;
+                pad(out, width.saturating_sub(place_chars(h)))?;
+                out.write_all(b"  ")?;
+                // `+{dt}µs` is 3 characters and the digits.
+                pad(out, 8usize.saturating_sub(3 + decimal_digits(dt)))?;
+                write!(out, "+{dt}µs")?;
+                if h.inner.is_some() {
+                    out.write_all(b"  (vxlan)")?;
+                }
+                out.write_all(b"\n")?;
+            }
+            What::Drop { reason, location } => {
+                write!(out, "{indent}  {red}✗ dropped in ")?;
+                write_place(out, h)?;
+                writeln!(out, ": {reason} at {location}{reset}  +{dt}µs")?;
+            }
             What::Freed {
                 reason,
                 location,
                 why,
-            } => writeln!(
-                out,
-                "{indent}  {dim}· freed in {place}: {reason} at {location} ({why}){reset}  {}",
-                since(t0, h.ts_ns)
-            )?,
+            } => {
+                write!(out, "{indent}  {dim}· freed in ")?;
+                write_place(out, h)?;
+                writeln!(out, ": {reason} at {location} ({why}){reset}  +{dt}µs")?;
+            }
             What::Netfilter { .. } => {
                 let style = if netfilter_drops(h) { red } else { dim };
                 writeln!(
@@ -162,6 +175,61 @@ pub fn packet_styled(
                 )?
             }
         }
+    }
+    Ok(())
+}
+
+/// [`hop_place`], written without building it.
+fn write_place(out: &mut impl Write, h: &Observation) -> io::Result<()> {
+    let ifname = h.ifname.as_deref().unwrap_or("-");
+    out.write_all(h.netns.as_bytes())?;
+    match &h.what {
+        What::Hook(dir) => {
+            out.write_all(b" ")?;
+            out.write_all(ifname.as_bytes())?;
+            out.write_all(b" ")?;
+            out.write_all(dir_name(*dir).as_bytes())
+        }
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => {
+            out.write_all(b", on ")?;
+            out.write_all(ifname.as_bytes())
+        }
+    }
+}
+
+/// The characters in [`hop_place`]'s text, counted without building it.
+fn place_chars(h: &Observation) -> usize {
+    let ifname = h.ifname.as_deref().unwrap_or("-");
+    let names = h.netns.chars().count() + ifname.chars().count();
+    match &h.what {
+        What::Hook(dir) => names + 2 + dir_name(*dir).len(),
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => names + 5,
+    }
+}
+
+fn dir_name(d: Dir) -> &'static str {
+    match d {
+        Dir::Ingress => "ingress",
+        Dir::Egress => "egress",
+    }
+}
+
+fn decimal_digits(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+fn pad(out: &mut impl Write, n: usize) -> io::Result<()> {
+    const SPACES: [u8; 64] = [b' '; 64];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(SPACES.len());
+        out.write_all(&SPACES[..k])?;
+        left -= k;
     }
     Ok(())
 }
@@ -205,7 +273,6 @@ pub fn findings(out: &mut impl Write, f: &[Finding], indent: &str) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Dir;
 
     fn flow() -> Flow {
         let mut f = Flow {
@@ -353,5 +420,126 @@ mod tests {
         );
         assert_eq!(hop_place(&accept), "node, on br-veth02");
         assert!(netfilter_line(&p.hops[0]).is_none());
+    }
+
+    /// The `format!`-based rendering the writer replaced: output must stay byte-identical.
+    fn reference(p: &PacketPath, indent: &str, color: bool) -> String {
+        use std::fmt::Write as _;
+        let (red, dim, reset) = if color {
+            (RED, DIM, RESET)
+        } else {
+            ("", "", "")
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "{indent}{}", describe_flow(&p.flow()));
+        let t0 = p.first_ts();
+        let width = p
+            .hops
+            .iter()
+            .filter(|h| !h.is_netfilter())
+            .map(|h| hop_place(h).chars().count())
+            .max()
+            .unwrap_or(0);
+        for h in &p.hops {
+            let place = hop_place(h);
+            let encap = if h.inner.is_some() { "  (vxlan)" } else { "" };
+            let _ = match &h.what {
+                What::Hook(_) => writeln!(
+                    out,
+                    "{indent}  {place:<width$}  {:>8}{encap}",
+                    since(t0, h.ts_ns)
+                ),
+                What::Drop { reason, location } => writeln!(
+                    out,
+                    "{indent}  {red}✗ dropped in {place}: {reason} at {location}{reset}  {}",
+                    since(t0, h.ts_ns)
+                ),
+                What::Freed {
+                    reason,
+                    location,
+                    why,
+                } => writeln!(
+                    out,
+                    "{indent}  {dim}· freed in {place}: {reason} at {location} ({why}){reset}  {}",
+                    since(t0, h.ts_ns)
+                ),
+                What::Netfilter { .. } => {
+                    let style = if netfilter_drops(h) { red } else { dim };
+                    writeln!(
+                        out,
+                        "{indent}  {style}· {}{reset}  {}",
+                        netfilter_line(h).unwrap_or_default(),
+                        since(t0, h.ts_ns)
+                    )
+                }
+            };
+        }
+        out
+    }
+
+    #[test]
+    fn hop_lines_are_byte_identical_to_the_format_rendering() {
+        let mut seed = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let long = "x".repeat(90);
+        let names = [
+            "ns01",
+            "node",
+            "ünïcødé-ñs",
+            "",
+            "veth-with-a-long-name",
+            &long,
+            "é",
+        ];
+        let gaps = [0, 999, 1_000, 99_999_000, 100_000_000, 12_345_678_901_234];
+        for case in 0..2_000 {
+            let mut t = next() % 1_000_000_000;
+            let hops = (0..1 + next() % 6)
+                .map(|_| {
+                    t += gaps[(next() % gaps.len() as u64) as usize];
+                    let pick = |n: u64| names[(n % names.len() as u64) as usize];
+                    let what = match next() % 6 {
+                        0 | 1 => What::Hook(Dir::Egress),
+                        2 => What::Hook(Dir::Ingress),
+                        3 => What::Drop {
+                            reason: "NETFILTER_DROP".into(),
+                            location: "nf_hook_slow+0x9c".into(),
+                        },
+                        4 => What::Freed {
+                            reason: "NO_SOCKET".into(),
+                            location: "ping_rcv+0x1".into(),
+                            why: "benign",
+                        },
+                        _ => verdict(if next() % 2 == 0 { "DROP" } else { "ACCEPT" }),
+                    };
+                    let mut o = hop(t, pick(next()), pick(next()), what);
+                    if next() % 5 == 0 {
+                        o.ifname = None;
+                    }
+                    if next() % 4 == 0 {
+                        o.inner = Some(flow());
+                    }
+                    o
+                })
+                .collect();
+            let p = PacketPath {
+                key: crate::correlate::PacketKey::of(&flow()),
+                hops,
+            };
+            for (indent, color) in [("", false), ("    ", true)] {
+                let mut out = Vec::new();
+                packet_styled(&mut out, &p, indent, color).expect("write");
+                assert_eq!(
+                    String::from_utf8(out).expect("utf8"),
+                    reference(&p, indent, color),
+                    "case {case}"
+                );
+            }
+        }
     }
 }
