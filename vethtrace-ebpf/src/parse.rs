@@ -47,8 +47,9 @@ pub fn parse_ethernet<R: Reader>(r: &R, off: usize, flow: &mut Flow) -> Parsed {
         return truncated();
     };
     let mut off = off + ETH_HLEN;
-    // Up to two tags: 802.1ad outer + 802.1Q inner (QinQ).
-    for _ in 0..2 {
+    // Up to two tags: 802.1ad outer + 802.1Q inner (QinQ). `vlan` is the outermost tag's id,
+    // even when that is 0 (a priority tag).
+    for tag_index in 0..2 {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
@@ -56,7 +57,7 @@ pub fn parse_ethernet<R: Reader>(r: &R, off: usize, flow: &mut Flow) -> Parsed {
             flow.ethertype = ethertype;
             return truncated();
         };
-        if flow.vlan == 0 {
+        if tag_index == 0 {
             flow.vlan = be16([tag[0], tag[1]]) & 0x0fff;
         }
         ethertype = be16([tag[2], tag[3]]);
