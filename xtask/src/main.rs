@@ -4,13 +4,17 @@
 //! - `setup`: installs what a fresh machine lacks (and nothing else), saying each step.
 //! - `build-ebpf`: builds the kernel side with nightly into target/bpf/vethtrace-ebpf.o.
 //! - `demo`: setup, build-ebpf, then `vethtrace demo`.
-//! - `test`: setup, build-ebpf, fmt check, clippy -D warnings, every test tier.
+//! - `test`: setup, build-ebpf, fmt check, clippy -D warnings, every test tier, then each fuzz
+//!   target for a few seconds.
 //! - `run -- ARGS`: setup, build-ebpf, then `vethtrace ARGS`.
-//! - `bench`: setup, build-ebpf, release build, then the benchmarks (writes BENCHMARKS.md).
+//! - `fuzz [SECONDS]`: setup, then each fuzz target for SECONDS (60).
+//! - `bench`: setup, build-ebpf, release build, each fuzz target for a minute, then the
+//!   benchmarks (writes BENCHMARKS.md).
 
 mod bench;
 mod build_ebpf;
 mod cmd;
+mod fuzz;
 mod setup;
 
 use std::process::ExitCode;
@@ -29,26 +33,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: Debian packages, nightly's rust-src, bpf-linker 0.13 (LLVM 22).
+    /// Install what is missing: Debian packages, nightly's rust-src, bpf-linker 0.13 (LLVM 22),
+    /// cargo-fuzz 0.13.
     Setup,
     /// Build the eBPF programs (nightly, -Z build-std=core, release, BTF) into target/bpf/.
     BuildEbpf,
     /// Setup, build, and run `vethtrace demo` (needs root).
     Demo,
     /// Setup, build, fmt --check, clippy -D warnings, then every test tier (privileged tests
-    /// fail instead of skipping).
+    /// fail instead of skipping), then each fuzz target for 10 s.
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        /// Extra arguments for `cargo test` (e.g. a test name filter); the fuzz targets then
+        /// do not run.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Setup, then run each fuzz target (fuzz/: the filter language, the event decoder) for
+    /// SECONDS; fails on a crash.
+    Fuzz {
+        #[arg(default_value_t = 60)]
+        seconds: u32,
     },
     /// Setup, build, and run vethtrace with the given arguments.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, build (release), then the benchmarks: prints the figures and writes BENCHMARKS.md
-    /// (needs root). Figure numbers (e.g. `3 7`) run only those and leave BENCHMARKS.md alone.
+    /// Setup, build (release), each fuzz target for 60 s, then the benchmarks: prints the
+    /// figures and writes BENCHMARKS.md (needs root). Figure numbers (e.g. `3 7`) run only those
+    /// benchmarks (no fuzzing) and leave BENCHMARKS.md alone.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -63,6 +76,7 @@ fn main() -> ExitCode {
         Task::Demo => demo(),
         Task::Test { args } => test(&args),
         Task::Run { args } => run(&args),
+        Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds)),
         Task::Bench { args } => bench::run(&args),
     };
     match result {
@@ -96,12 +110,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     build_ebpf::run()?;
     cmd::cargo(&["fmt", "--all", "--", "--check"])?;
-    // The eBPF crate is outside the workspace: check it with the same (stable) rustfmt.
-    cmd::run(
-        std::process::Command::new("rustfmt")
-            .args(["--edition", "2021", "--check", "vethtrace-ebpf/src/main.rs"])
-            .current_dir(cmd::root()),
-    )?;
+    // The eBPF and fuzz crates are outside the workspace: check them with the same (stable)
+    // rustfmt.
+    let mut rustfmt = std::process::Command::new("rustfmt");
+    rustfmt
+        .args(["--edition", "2021", "--check", "vethtrace-ebpf/src/main.rs"])
+        .args(
+            fuzz::TARGETS
+                .iter()
+                .map(|t| format!("fuzz/fuzz_targets/{t}.rs")),
+        )
+        .current_dir(cmd::root());
+    cmd::run(&mut rustfmt)?;
     cmd::cargo(&[
         "clippy",
         "--workspace",
@@ -119,5 +139,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     // Privileged tests fail instead of skipping when run through here.
     std::env::set_var("VETHTRACE_REQUIRE_PRIVILEGED", "1");
-    cmd::cargo(&args)
+    cmd::cargo(&args)?;
+    if !extra.is_empty() {
+        cmd::say("fuzz: skipped (cargo test was given arguments)");
+        return Ok(());
+    }
+    fuzz::run(FUZZ_TEST_SECONDS)
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`: enough to replay the seed corpus and
+/// find shallow crashes, a small part of the command's time.
+const FUZZ_TEST_SECONDS: u32 = 10;

@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: makes a fresh Debian machine able to build, demo and test vethtrace.
+//! `cargo xtask setup`: makes a fresh Debian machine able to build, demo, test and fuzz vethtrace.
 //! Installs only what is missing, says each step, and costs a few process spawns when all is
 //! present. Not root or not Debian: one message listing what to install by hand.
 
@@ -26,12 +26,15 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Runs the fuzz targets in fuzz/ (`cargo xtask test` briefly, `cargo xtask bench` longer).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     let missing_pkgs = missing_packages();
     let need_rust_src = !has_rust_src();
     let need_linker = !has_bpf_linker();
-    if missing_pkgs.is_empty() && !need_rust_src && !need_linker {
+    let need_fuzz = !has_cargo_fuzz();
+    if missing_pkgs.is_empty() && !need_rust_src && !need_linker && !need_fuzz {
         cmd::say("setup: everything is present");
         return Ok(());
     }
@@ -41,7 +44,7 @@ pub fn run() -> Result<()> {
     let can_install = is_root && is_debian;
     if !missing_pkgs.is_empty() && !can_install {
         bail!(
-            "setup needs root on Debian to install packages; install by hand: {}{}{}",
+            "setup needs root on Debian to install packages; install by hand: {}{}{}{}",
             missing_pkgs.join(" "),
             if need_rust_src {
                 "; `rustup component add rust-src --toolchain nightly`"
@@ -50,6 +53,11 @@ pub fn run() -> Result<()> {
             },
             if need_linker {
                 "; `LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker@0.13.0 --no-default-features --features llvm-22`"
+            } else {
+                ""
+            },
+            if need_fuzz {
+                "; `cargo install --locked cargo-fuzz@0.13.2`"
             } else {
                 ""
             }
@@ -95,6 +103,16 @@ pub fn run() -> Result<()> {
                     "llvm-22",
                 ]),
         )?;
+    }
+    if need_fuzz {
+        cmd::say(&format!(
+            "setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (about 2 minutes, once)"
+        ));
+        cmd::run(Command::new("cargo").env_remove("RUSTUP_TOOLCHAIN").args([
+            "install",
+            "--locked",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        ]))?;
     }
     cmd::say("setup: done");
     Ok(())
@@ -142,6 +160,12 @@ fn has_rust_src() -> bool {
             .is_dir()
     })
     .unwrap_or(false)
+}
+
+fn has_cargo_fuzz() -> bool {
+    // `cargo-fuzz --version` prints `cargo-fuzz 0.13.2`.
+    cmd::output(Command::new("cargo-fuzz").arg("--version"))
+        .is_some_and(|v| v.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION))
 }
 
 fn has_bpf_linker() -> bool {
