@@ -181,6 +181,14 @@ fn the_device_is_read_through_the_kfunc_or_else_probe_reads() {
     assert_eq!(p.loaded.device_reads, Patched::Fallback);
     let probed = p.one(&icmp_echo(None));
     assert_eq!(probed.netns_cookie, direct.netns_cookie);
+    // A kernel that knows the kfunc but refuses the call (here: BTF id 1 is no function) gets
+    // the programs again with probe reads instead of failing.
+    let mut refused = Harness::reading(&[], false, DeviceReads::KfuncId(1));
+    assert_eq!(refused.loaded.device_reads, Patched::Fallback);
+    assert_eq!(
+        refused.one(&icmp_echo(None)).netns_cookie,
+        direct.netns_cookie
+    );
     assert_eq!(
         (probed.ifindex, probed.outer.src, probed.outer.icmp_seq),
         (direct.ifindex, direct.outer.src, direct.outer.icmp_seq)

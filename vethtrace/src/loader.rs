@@ -133,10 +133,31 @@ pub enum DeviceReads {
     Best,
     /// Probe reads even when the kfunc exists (tests of the fallback older kernels take).
     ProbeReads,
+    /// The kfunc call patched with this BTF id (tests: a wrong id makes the kernel refuse it).
+    KfuncId(u32),
 }
 
-/// [`load`], choosing how the tc programs read the skb's device.
+/// [`load`], choosing how the tc programs read the skb's device. When the kernel refuses the
+/// tc programs with the kfunc call in them (it knows the kfunc but cannot call it: no JIT, or
+/// an architecture whose JIT cannot call kfuncs), they are loaded again with probe reads.
 pub fn load_with(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
+    match load_once(opts, device_reads) {
+        Err(e) if device_reads != DeviceReads::ProbeReads && tc_rejected(&e) => {
+            load_once(opts, DeviceReads::ProbeReads).map_err(|_| e)
+        }
+        loaded => loaded,
+    }
+}
+
+/// Whether loading failed because the kernel refused a tc program.
+fn tc_rejected(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.to_string()
+            .starts_with("the kernel rejected vethtrace_tc")
+    })
+}
+
+fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
     let bytes = ebpf_object::bytes()?;
     if opts.filter.len() > MAX_FILTER_INSNS {
         anyhow::bail!(
@@ -279,6 +300,7 @@ fn plan(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Planned> {
     let kfunc_id = match device_reads {
         DeviceReads::Best => kernel_btf.function_id(vethtrace_common::kfunc::NAME),
         DeviceReads::ProbeReads => None,
+        DeviceReads::KfuncId(id) => Some(id),
     };
     Ok(Planned {
         config,
