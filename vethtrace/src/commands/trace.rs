@@ -532,13 +532,16 @@ impl Hot {
         self.traced
             .insert(inode, (path.to_path_buf(), name.clone()));
         // Links that appeared between our attach and the subscription. A namespace that
-        // cannot be watched (it vanished meanwhile) would never be reported gone: let go of it.
+        // vanished meanwhile would never be reported gone: let go of it. One that still exists
+        // but cannot be watched (out of descriptors…) stays attached, detached at exit as usual.
         let links = match self.watcher.watch(path, inode) {
             Ok(links) => links,
             Err(e) => {
-                self.traced.remove(&inode);
-                self.hooked.retain(|(ns, _)| *ns != inode);
-                tracer.forget_netns(inode);
+                if crate::netns::vanished(&e) {
+                    self.traced.remove(&inode);
+                    self.hooked.retain(|(ns, _)| *ns != inode);
+                    tracer.forget_netns(inode);
+                }
                 return Err(e);
             }
         };
