@@ -51,6 +51,11 @@ impl parse::Reader for Skb<'_> {
 /// verifier allows it (those with efficient unaligned access, x86-64 and arm64 included), so
 /// word loads are fine and the parser's byte picks become shifts of registers.
 ///
+/// The loads go through `*const u64/u32/u16` pointers that may be unaligned, which Rust's rules
+/// do not allow; on BPF they are single `ldx` instructions whose alignment the verifier checks
+/// against the architecture (accepted for packet data where unaligned access is efficient),
+/// and the crate is never built with debug assertions (release profile, `panic = abort`).
+///
 /// # Safety
 /// `[at, at + size_of::<T>())` must be readable packet data; `T` must be valid for any bytes.
 #[inline(always)]
