@@ -122,10 +122,10 @@ pub fn enter(pkt: *const u8, flags: u32, o: &KernelOffsets, n: &NfOffsets) {
     // The device: the skb's, else the hook's input or output device (skb->dev can still be
     // unset at OUTPUT). The namespace is the hook's own (`state->net`), the one the chain
     // belongs to even when no device is known.
-    let dev = net_device(field(skb, o.skb_dev), o)
-        .or_else(|| net_device(field(state, n.state_in), o))
-        .or_else(|| net_device(field(state, n.state_out), o));
-    let cookie = match net_cookie(field(state, n.state_net), o) {
+    let dev = net_device::<Probe>(field(skb, o.skb_dev), o)
+        .or_else(|| net_device::<Probe>(field(state, n.state_in), o))
+        .or_else(|| net_device::<Probe>(field(state, n.state_out), o));
+    let cookie = match net_cookie::<Probe>(field(state, n.state_net), o) {
         0 => dev.map_or(0, |(_, c)| c),
         c => c,
     };

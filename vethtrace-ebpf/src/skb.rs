@@ -1,7 +1,7 @@
-//! Walking kernel structures from an `sk_buff` pointer with bpf_probe_read_kernel, at offsets
-//! user space read from the running kernel's BTF (`Config::offsets`), and parsing the packet an
-//! skb holds from its network header. Shared by the programs that see an `sk_buff *` rather
-//! than a tc context: drops (kfree_skb) and netfilter verdicts (nft_do_chain).
+//! Walking kernel structures from an `sk_buff` pointer at offsets user space read from the
+//! running kernel's BTF (`Config::offsets`) — with plain loads where the verifier types the
+//! pointer from BTF ([`Direct`]), else with bpf_probe_read_kernel ([`Probe`]) — and parsing the
+//! packet an skb holds from its network header.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use vethtrace_common::{flag, Event, KernelOffsets, SNAP_LEN};
@@ -20,24 +20,23 @@ pub fn field<T: Copy + Default>(base: *const u8, off: u32) -> T {
 
 /// (ifindex, netns cookie) of a `struct net_device *`, or None for a null pointer.
 #[inline(always)]
-pub fn net_device(dev: u64, o: &KernelOffsets) -> Option<(u32, u64)> {
+pub fn net_device<F: Fields>(dev: u64, o: &KernelOffsets) -> Option<(u32, u64)> {
     if dev == 0 {
         return None;
     }
-    let dev = dev as *const u8;
-    let ifindex: u32 = field(dev, o.dev_ifindex);
+    let ifindex: u32 = F::get(dev, o.dev_ifindex);
     // possible_net_t is one `struct net *` at the start of nd_net.
-    let net: u64 = field(dev, o.dev_nd_net);
-    Some((ifindex, net_cookie(net, o)))
+    let net: u64 = F::get(dev, o.dev_nd_net);
+    Some((ifindex, net_cookie::<F>(net, o)))
 }
 
 /// `net->net_cookie` of a `struct net *`; 0 for a null pointer.
 #[inline(always)]
-pub fn net_cookie(net: u64, o: &KernelOffsets) -> u64 {
+pub fn net_cookie<F: Fields>(net: u64, o: &KernelOffsets) -> u64 {
     if net == 0 {
         0
     } else {
-        field(net as *const u8, o.net_cookie)
+        F::get(net, o.net_cookie)
     }
 }
 
@@ -120,19 +119,7 @@ impl Fields for Direct {
 /// (ifindex, netns cookie) of the device `skb` is on, or None when it has none.
 #[inline(always)]
 pub fn skb_device<F: Fields>(skb: u64, o: &KernelOffsets) -> Option<(u32, u64)> {
-    let dev: u64 = F::get(skb, o.skb_dev);
-    if dev == 0 {
-        return None;
-    }
-    let ifindex: u32 = F::get(dev, o.dev_ifindex);
-    // possible_net_t is one `struct net *` at the start of nd_net.
-    let net: u64 = F::get(dev, o.dev_nd_net);
-    let cookie = if net == 0 {
-        0
-    } else {
-        F::get(net, o.net_cookie)
-    };
-    Some((ifindex, cookie))
+    net_device::<F>(F::get(skb, o.skb_dev), o)
 }
 
 /// Where the packet `skb` holds starts, from its network header: sets `ev.len` and `ev.mark`
