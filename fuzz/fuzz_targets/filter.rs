@@ -14,13 +14,12 @@
 //! - the compiled program, run by the user-space copy of the kernel's evaluator, agrees with a
 //!   direct evaluation of the syntax tree on every flow, outer and VXLAN-inner.
 //!
-//! Public entry points used: `vethtrace::filter::{parse, compile, eval, accepts, Filter, Expr,
-//! Test, Dir, Proto, IpNet::contains}`, `vethtrace_common::{Flow::src_ip/dst_ip, op,
-//! MAX_FILTER_INSNS, MAX_FILTER_STACK}`.
+//! Public entry points used: `vethtrace::filter::{parse, compile, eval, accepts, matches,
+//! Filter}`, `vethtrace_common::{op, MAX_FILTER_INSNS, MAX_FILTER_STACK}`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vethtrace::filter::{accepts, compile, eval, parse, Dir, Expr, Filter, Proto, Test};
+use vethtrace::filter::{accepts, compile, eval, matches, parse, Filter};
 use vethtrace_common::{op, FilterInsn, Flow, MAX_FILTER_INSNS, MAX_FILTER_STACK};
 
 fuzz_target!(|data: &[u8]| {
@@ -71,13 +70,13 @@ fn check(text: &str, flows: &[(Flow, Flow, bool)]) {
     let filter = Filter::new(&[text.to_string()]).expect("parse and compile succeeded");
     assert_eq!(filter.insns, insns, "{text:?}: Filter::new differs");
     for (outer, inner, encap) in flows {
-        let want = tree(&expr, outer, *encap);
+        let want = matches(&expr, outer, *encap);
         assert_eq!(
             eval(&insns, outer, *encap),
             want,
             "{text:?} ({expr}) on {outer:?}, encap {encap}"
         );
-        let want_any = want || (*encap && tree(&expr, inner, false));
+        let want_any = want || (*encap && matches(&expr, inner, false));
         assert_eq!(
             accepts(&insns, outer, inner, *encap),
             want_any,
@@ -108,46 +107,6 @@ fn check_program(text: &str, insns: &[FilterInsn]) {
         insns.is_empty() || depth == 1,
         "{text:?}: leaves {depth} values"
     );
-}
-
-/// The filter's meaning on one layer, read from the tree (module docs of `vethtrace::filter`).
-fn tree(e: &Expr, f: &Flow, encap: bool) -> bool {
-    match e {
-        Expr::Any => true,
-        Expr::Test(t) => test(t, f, encap),
-        Expr::Not(e) => !tree(e, f, encap),
-        Expr::And(a, b) => tree(a, f, encap) && tree(b, f, encap),
-        Expr::Or(a, b) => tree(a, f, encap) || tree(b, f, encap),
-    }
-}
-
-fn test(t: &Test, f: &Flow, encap: bool) -> bool {
-    const IP: u16 = 0x0800;
-    const IP6: u16 = 0x86dd;
-    let ip = f.ethertype == IP || f.ethertype == IP6;
-    let ports = ip && (f.l4 == 6 || f.l4 == 17);
-    let ends = |dir: Dir, src: bool, dst: bool| match dir {
-        Dir::Either => src || dst,
-        Dir::Src => src,
-        Dir::Dst => dst,
-        Dir::Both => src && dst,
-    };
-    match *t {
-        Test::Addr { dir, net } => {
-            let inside = |a: Option<std::net::IpAddr>| a.is_some_and(|a| net.contains(a));
-            ends(dir, inside(f.src_ip()), inside(f.dst_ip()))
-        }
-        Test::Port { dir, port } => ports && ends(dir, f.sport == port, f.dport == port),
-        Test::Proto(Proto::Ip) => f.ethertype == IP,
-        Test::Proto(Proto::Ip6) => f.ethertype == IP6,
-        Test::Proto(Proto::Arp) => f.ethertype == 0x0806,
-        Test::Proto(Proto::Icmp) => ip && f.l4 == 1,
-        Test::Proto(Proto::Icmp6) => ip && f.l4 == 58,
-        Test::Proto(Proto::Tcp) => ip && f.l4 == 6,
-        Test::Proto(Proto::Udp) => ip && f.l4 == 17,
-        Test::Vxlan => encap,
-        Test::IcmpId(id) => (f.l4 == 1 || f.l4 == 58) && f.icmp_id == id,
-    }
 }
 
 /// Flows to evaluate on: from the input's bytes, or samples of each kind when there are none.

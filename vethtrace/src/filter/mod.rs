@@ -41,6 +41,7 @@
 
 mod compile;
 mod lexer;
+mod meaning;
 mod parser;
 
 use std::fmt;
@@ -49,6 +50,7 @@ use std::net::IpAddr;
 use vethtrace_common::{Config, FilterInsn, Flow};
 
 pub use compile::{accepts, compile, eval};
+pub use meaning::matches;
 pub use parser::parse;
 
 /// Parses the words of a command line (`vethtrace trace tcp port 80`), joined with spaces.
@@ -402,7 +404,7 @@ mod tests {
             "{text:?} on {f:?}"
         );
         assert_eq!(
-            reference(&e, f, false),
+            matches(&e, f, false),
             expected,
             "reference: {text:?} on {f:?}"
         );
@@ -712,44 +714,6 @@ mod tests {
 
     // ---- Property test: compile + eval against a direct evaluation of the tree. ----
 
-    /// The filter's meaning, evaluated on the tree without the compiler or the kernel's tricks.
-    fn reference(e: &Expr, f: &Flow, encap: bool) -> bool {
-        match e {
-            Expr::Any => true,
-            Expr::Test(t) => reference_test(t, f, encap),
-            Expr::Not(e) => !reference(e, f, encap),
-            Expr::And(a, b) => reference(a, f, encap) && reference(b, f, encap),
-            Expr::Or(a, b) => reference(a, f, encap) || reference(b, f, encap),
-        }
-    }
-
-    fn reference_test(t: &Test, f: &Flow, encap: bool) -> bool {
-        let ip = f.ethertype == IP || f.ethertype == IP6;
-        let ports = ip && (f.l4 == 6 || f.l4 == 17);
-        let both = |dir: Dir, src: bool, dst: bool| match dir {
-            Dir::Either => src || dst,
-            Dir::Src => src,
-            Dir::Dst => dst,
-            Dir::Both => src && dst,
-        };
-        match *t {
-            Test::Addr { dir, net } => {
-                let inside = |a: Option<IpAddr>| a.is_some_and(|a| net.contains(a));
-                both(dir, inside(f.src_ip()), inside(f.dst_ip()))
-            }
-            Test::Port { dir, port } => ports && both(dir, f.sport == port, f.dport == port),
-            Test::Proto(Proto::Ip) => f.ethertype == IP,
-            Test::Proto(Proto::Ip6) => f.ethertype == IP6,
-            Test::Proto(Proto::Arp) => f.ethertype == ARP,
-            Test::Proto(Proto::Icmp) => ip && f.l4 == 1,
-            Test::Proto(Proto::Icmp6) => ip && f.l4 == 58,
-            Test::Proto(Proto::Tcp) => ip && f.l4 == 6,
-            Test::Proto(Proto::Udp) => ip && f.l4 == 17,
-            Test::Vxlan => encap,
-            Test::IcmpId(id) => (f.l4 == 1 || f.l4 == 58) && f.icmp_id == id,
-        }
-    }
-
     /// xorshift64*: deterministic, no dependencies.
     struct Rng(u64);
 
@@ -912,9 +876,9 @@ mod tests {
             for _ in 0..40 {
                 let (outer, inner) = (random_flow(&mut rng), random_flow(&mut rng));
                 let encap = rng.below(2) == 0;
-                let expected = reference(&e, &outer, encap);
+                let expected = matches(&e, &outer, encap);
                 assert_eq!(eval(&insns, &outer, encap), expected, "{e} on {outer:?}");
-                let accepted = expected || (encap && reference(&e, &inner, false));
+                let accepted = expected || (encap && matches(&e, &inner, false));
                 assert_eq!(accepts(&insns, &outer, &inner, encap), accepted, "{e}");
                 matched += usize::from(expected);
                 checked += 1;
