@@ -16,14 +16,36 @@ pub const ATTACH_TCX_INGRESS: u32 = 46;
 const ATTR_SIZE: usize = 128;
 
 fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a zeroed buffer laid out as the bpf_attr variant for `cmd`, and the
-    // size passed is its length; the kernel reads no further.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE as u32) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = sys_bpf_raw(cmd, attr)?;
     // SAFETY: the kernel returned a new descriptor, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// bpf(2) for commands that return a number rather than a descriptor.
+fn sys_bpf_raw(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zeroed buffer laid out as the bpf_attr variant for `cmd`, and the
+    // size passed is its length; the kernel reads no further.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE as u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// BPF_PROG_TEST_RUN of `prog` on `data`, `repeat` times: (return value, mean ns per run as
+/// the kernel reports it). For programs loaded here (aya only runs the ones it loaded).
+pub fn test_run(prog: &OwnedFd, data: &[u8], repeat: u32) -> io::Result<(u32, u32)> {
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = [0u8; ATTR_SIZE];
+    // bpf_attr.test: prog_fd, retval, data_size_in, data_size_out, data_in, data_out, repeat,
+    // duration. `data` outlives the call; data_out stays null.
+    put(&mut attr, 0, &(prog.as_raw_fd() as u32).to_ne_bytes());
+    put(&mut attr, 8, &(data.len() as u32).to_ne_bytes());
+    put(&mut attr, 16, &(data.as_ptr() as u64).to_ne_bytes());
+    put(&mut attr, 32, &repeat.to_ne_bytes());
+    sys_bpf_raw(BPF_PROG_TEST_RUN, &mut attr)?;
+    let word = |at: usize| u32::from_ne_bytes([attr[at], attr[at + 1], attr[at + 2], attr[at + 3]]);
+    Ok((word(4), word(36)))
 }
 
 fn put(attr: &mut [u8; ATTR_SIZE], at: usize, bytes: &[u8]) {

@@ -11,12 +11,7 @@
 //! 4 (BPF_PROG_TEST_RUN): the ingress program on fixed frames, `repeat` runs per call; the
 //! kernel reports the mean ns per run. Written as a baseline line for later comparison.
 
-use std::{
-    collections::BTreeMap,
-    os::fd::{AsRawFd, OwnedFd},
-    path::Path,
-    time::Duration,
-};
+use std::{collections::BTreeMap, os::fd::OwnedFd, path::Path, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -371,31 +366,11 @@ fn vxlan_frame() -> Result<Vec<u8>> {
 
 const TC_ACT_UNSPEC: i32 = -1;
 
-/// Mean ns per run of a raw program fd over REPEAT runs on `frame` (BPF_PROG_TEST_RUN
-/// through bpf(2): aya only runs programs it loaded).
+/// Mean ns per run of a program loaded with `rawbpf` over REPEAT runs on `frame`.
 fn raw_ns_per_run(prog: &OwnedFd, frame: &[u8]) -> Result<f64> {
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut attr = [0u8; 80];
-    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
-    attr[8..12].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
-    attr[32..36].copy_from_slice(&REPEAT.to_ne_bytes());
-    // SAFETY: `attr` is laid out as bpf_attr's test-run variant (prog_fd, retval,
-    // data_size_in, data_size_out, data_in, data_out, repeat, duration); data_out is null,
-    // and `frame` outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            attr.as_mut_ptr(),
-            attr.len() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN (empty program)");
-    }
-    let duration = u32::from_ne_bytes(attr[36..40].try_into().expect("4 bytes"));
-    Ok(duration as f64)
+    let (_, ns) =
+        rawbpf::test_run(prog, frame, REPEAT).context("BPF_PROG_TEST_RUN (empty program)")?;
+    Ok(f64::from(ns))
 }
 
 /// The baseline line's prefix in BENCHMARKS.md.
