@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod rawbpf;
+pub mod tc_ingress;
 
 /// Whether privileged tests must run (CI or `cargo xtask test`).
 pub fn required() -> bool {

@@ -4,31 +4,25 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header,
     Ipv6Extensions, Ipv6FlowLabel, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, VlanId,
 };
 use vethtrace::{
-    events::{Counters, EventReader},
-    filter::Filter,
+    events::Counters,
     kfunc::Patched,
-    loader::{self, DeviceReads, LoadOptions, Loaded},
+    loader::{DeviceReads, Loaded},
     netns,
 };
-use vethtrace_common::{flag, hook, kind, names, Event};
+use vethtrace_common::{flag, hook, kind, Event};
+use vethtrace_tests::tc_ingress::{TcIngress, PASS_ON};
 
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const A: [u8; 4] = [10, 222, 1, 3];
 const B: [u8; 4] = [10, 222, 2, 3];
-/// TC_ACT_UNSPEC as the kernel reports it: the tracer never decides a packet's fate.
-const PASS_ON: u32 = -1i32 as u32;
 
-struct Harness {
-    loaded: Loaded,
-    reader: EventReader,
-}
+struct Harness(TcIngress);
 
 impl Harness {
     fn new(filter: &[&str]) -> Harness {
@@ -40,21 +34,11 @@ impl Harness {
     }
 
     fn reading(filter: &[&str], snapshots: bool, device_reads: DeviceReads) -> Harness {
-        let words: Vec<String> = filter.iter().map(|s| s.to_string()).collect();
-        let filter = Filter::new(&words).expect("filter compiles");
-        let mut loaded = loader::load_with(
-            &LoadOptions {
-                filter: filter.insns,
-                drops: false,
-                netns_filter: false,
-                snapshots,
-                ring_bytes: None,
-            },
-            device_reads,
-        )
-        .expect("programs load");
-        let reader = EventReader::new(&mut loaded.ebpf).expect("maps");
-        Harness { loaded, reader }
+        Harness(TcIngress::load(filter, snapshots, device_reads).expect("programs load"))
+    }
+
+    fn loaded(&self) -> &Loaded {
+        &self.0.loaded
     }
 
     /// Runs the ingress program on `frame`; returns the events it emitted.
@@ -67,26 +51,9 @@ impl Harness {
 
     /// Runs the ingress program on `frame`; returns the raw ring-buffer records.
     fn records(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
-        let prog: &SchedClassifier = self
-            .loaded
-            .ebpf
-            .program(names::TC_INGRESS_PROG)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        assert_eq!(
-            r.return_value, PASS_ON,
-            "the tracer must pass every packet on"
-        );
-        let mut out = Vec::new();
-        self.reader.drain(|b| out.push(b.to_vec()));
-        out
+        let (ret, records) = self.0.run(frame).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(ret, PASS_ON, "the tracer must pass every packet on");
+        records
     }
 
     fn one(&mut self, frame: &[u8]) -> Event {
@@ -105,7 +72,7 @@ impl Harness {
     }
 
     fn counters(&self) -> Counters {
-        self.reader.counters().expect("counters")
+        self.0.counters().expect("counters")
     }
 }
 
@@ -171,20 +138,20 @@ fn the_device_is_read_through_the_kfunc_or_else_probe_reads() {
     // Linux 6.18 has bpf_cast_to_kern_ctx: the placeholder became the kfunc call.
     let mut h = Harness::new(&[]);
     assert!(
-        matches!(h.loaded.device_reads, Patched::Kfunc(id) if id > 0),
+        matches!(h.loaded().device_reads, Patched::Kfunc(id) if id > 0),
         "{:?}",
-        h.loaded.device_reads
+        h.loaded().device_reads
     );
     let direct = h.one(&icmp_echo(None));
     // An older kernel's path: the same namespace and fields through bpf_probe_read_kernel.
     let mut p = Harness::reading(&[], false, DeviceReads::ProbeReads);
-    assert_eq!(p.loaded.device_reads, Patched::Fallback);
+    assert_eq!(p.loaded().device_reads, Patched::Fallback);
     let probed = p.one(&icmp_echo(None));
     assert_eq!(probed.netns_cookie, direct.netns_cookie);
     // A kernel that knows the kfunc but refuses the call (here: BTF id 1 is no function) gets
     // the programs again with probe reads instead of failing.
     let mut refused = Harness::reading(&[], false, DeviceReads::KfuncId(1));
-    assert_eq!(refused.loaded.device_reads, Patched::Fallback);
+    assert_eq!(refused.loaded().device_reads, Patched::Fallback);
     assert_eq!(
         refused.one(&icmp_echo(None)).netns_cookie,
         direct.netns_cookie

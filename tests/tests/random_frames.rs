@@ -34,7 +34,6 @@
 
 use std::fmt::Write as _;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, ArpPacketSlice, EtherType, Ethernet2HeaderSlice,
     Icmpv4Slice, Icmpv6Slice, IpAuthHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Extensions,
@@ -43,14 +42,10 @@ use etherparse::{
     Ipv6RoutingExtensions, PacketBuilder, SingleVlanHeaderSlice, TcpHeader, TcpHeaderSlice,
     UdpHeaderSlice,
 };
-use vethtrace::{
-    events::EventReader,
-    loader::{self, LoadOptions, Loaded},
-};
-use vethtrace_common::{flag, hook, kind, names, Event, Flow, WIRE_VERSION};
+use vethtrace::loader::DeviceReads;
+use vethtrace_common::{flag, hook, kind, Event, Flow, WIRE_VERSION};
+use vethtrace_tests::tc_ingress::{TcIngress, PASS_ON};
 
-/// TC_ACT_UNSPEC as the kernel reports it: the tracer never decides a packet's fate.
-const PASS_ON: u32 = -1i32 as u32;
 const DEFAULT_SEED: u64 = 0x5eed_f4a3_e5ca_1ab1;
 /// Frames of each kind (valid, cut, garbage) by default: about 2 s.
 const DEFAULT_FRAMES: usize = 3000;
@@ -144,7 +139,7 @@ fn random_frames_parse_like_the_references() {
         }
     }
 
-    let counters = h.reader.counters().expect("counters");
+    let counters = h.0.counters().expect("counters");
     eprintln!(
         "random_frames: {} events compared, {} frames refused by BPF_PROG_TEST_RUN (shorter \
          than their L3 header), counters {counters:?}",
@@ -178,47 +173,18 @@ fn kernel(ev: &Event) -> Parsed {
 
 // ---- The kernel side. ----
 
-struct Harness {
-    loaded: Loaded,
-    reader: EventReader,
-}
+struct Harness(TcIngress);
 
 impl Harness {
     fn new() -> Harness {
-        let mut loaded = loader::load(&LoadOptions {
-            filter: Vec::new(),
-            drops: false,
-            netns_filter: false,
-            snapshots: false,
-            ring_bytes: None,
-        })
-        .expect("programs load");
-        let reader = EventReader::new(&mut loaded.ebpf).expect("maps");
-        Harness { loaded, reader }
+        Harness(TcIngress::load(&[], false, DeviceReads::Best).expect("programs load"))
     }
 
     /// Runs the ingress program on `frame`: its one event, or the error of BPF_PROG_TEST_RUN
     /// when the kernel refused the frame before the program ran.
     fn run(&mut self, frame: &[u8]) -> Result<Event, String> {
-        let prog: &SchedClassifier = self
-            .loaded
-            .ebpf
-            .program(names::TC_INGRESS_PROG)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..Default::default()
-            })
-            .map_err(|e| format!("{e:#}"))?;
-        assert_eq!(
-            r.return_value, PASS_ON,
-            "the tracer must pass every packet on"
-        );
-        let mut records = Vec::new();
-        self.reader.drain(|b| records.push(b.to_vec()));
+        let (ret, records) = self.0.run(frame).map_err(|e| format!("{e:#}"))?;
+        assert_eq!(ret, PASS_ON, "the tracer must pass every packet on");
         assert_eq!(records.len(), 1, "one event per packet: {}", hex(frame));
         let ev = Event::decode(&records[0]).expect("the record decodes");
         assert_eq!(
