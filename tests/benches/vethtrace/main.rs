@@ -8,14 +8,19 @@
 //! A missed budget is printed as MISS and does not fail the bench; errors do (exit 1).
 //!
 //! Owns one file per figure group: `throughput` (1, 2), `progcost` (3, 4), `userspace` (5),
-//! `lossless` (6), `scale` (7), `killnine` (8); `traffic` runs bounded iperf3, `session` is a
-//! tracing session with reachable program fds, `report` formats, `machine` describes the host.
+//! `lossless` (6, judged on `feeder`'s search), `scale` (7), `killnine` (8); `traffic` runs
+//! bounded iperf3, `session` is a tracing session with reachable program fds, `emptyprog` is
+//! the empty tc program that gives figures 1–4 their floor, `cpus` pins threads, `report`
+//! formats, `machine` describes the host.
 //!
 //! The lab rule: topology comes only from `vethtrace::lab::Lab` or from namespaces `scale`
 //! creates under a Drop guard, never touching the root namespace's links, routes, sysctls or
 //! iptables; traffic flows only between lab namespaces, bounded in time and count. The bench
 //! checks at the end that none of its namespaces is left.
 
+mod cpus;
+mod emptyprog;
+mod feeder;
 mod killnine;
 mod lossless;
 mod machine;

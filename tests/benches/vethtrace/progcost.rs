@@ -24,12 +24,12 @@ use vethtrace::{
     filter::Filter,
     lab::Lab,
     loader::{self, LoadOptions, Loaded},
-    netns,
 };
 use vethtrace_common::names;
 use vethtrace_tests::rawbpf;
 
 use crate::{
+    emptyprog::{Direction, EmptyProgram},
     report::{Budget, Sample, Section, Unit},
     session::{ns_per_run, Session},
     throughput::MATCH_NOTHING,
@@ -54,7 +54,8 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
 
     // The floor: an empty program on ns02's veth02 ingress, measured the same way in every
     // trial (statistics and the program call cost the same for any program on this kernel).
-    let floor_prog = EmptyOnHook::attach(lab, "ns02", "veth02")?;
+    let floor_prog = EmptyProgram::load("floor")?;
+    let floor_link = floor_prog.attach(lab, "ns02", "veth02", Direction::Ingress)?;
     let mut floor = Vec::new();
     // (program, emitting?) → ns/run per trial.
     let mut per: BTreeMap<(&'static str, bool), Vec<f64>> = BTreeMap::new();
@@ -129,6 +130,7 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
     sec.note(format!(
         "the empty program is this machine's floor for the figures above ({floor_median:.0} ns: the program call and BPF_ENABLE_STATS' own clock reads, with this kernel's return-thunk mitigations); vethtrace's own cost is a figure minus it"
     ));
+    drop(floor_link);
     drop(floor_prog);
     let count = |p: &str, e: bool| runs.get(&(p, e)).copied().unwrap_or(0);
     sec.note(format!(
@@ -234,44 +236,6 @@ fn wakeup_trap(lab: &Lab, sec: &mut Section) -> Result<()> {
     Ok(())
 }
 
-/// An empty tc program (`return TC_ACT_UNSPEC`) attached with TCX to one interface of the
-/// lab while it lives: the floor of the live figures.
-struct EmptyOnHook {
-    name: String,
-    _link: OwnedFd,
-    _prog: OwnedFd,
-}
-
-impl EmptyOnHook {
-    fn attach(lab: &Lab, role: &str, ifname: &str) -> Result<EmptyOnHook> {
-        // Unique per bench process, at most 15 bytes (the kernel's program name length).
-        let name = format!("vtfloor{}", std::process::id() % 100_000_000);
-        let (link, prog) = netns::run_in(&netns::named(lab.netns(role)?), || {
-            let ifindex = nix::net::if_::if_nametoindex(ifname)?;
-            let prog = rawbpf::load(rawbpf::PROG_TYPE_SCHED_CLS, 0, TC_ACT_UNSPEC, &name)?;
-            let link = rawbpf::link(&prog, ifindex, rawbpf::ATTACH_TCX_INGRESS)?;
-            Ok((link, prog))
-        })
-        .with_context(|| format!("attach an empty tc program to {role} {ifname}"))?;
-        Ok(EmptyOnHook {
-            name,
-            _link: link,
-            _prog: prog,
-        })
-    }
-
-    /// (name, run time ns, run count), as [`Session::run_stats`] gives them.
-    fn stats(&self) -> Result<(&'static str, u64, u64)> {
-        for info in aya::programs::loaded_programs() {
-            let info = info?;
-            if info.name_as_str() == Some(self.name.as_str()) {
-                return Ok(("floor", info.run_time().as_nanos() as u64, info.run_count()));
-            }
-        }
-        bail!("the empty program {} is not loaded", self.name)
-    }
-}
-
 /// The tc ingress program loaded alone (nothing attached), with its ring.
 struct Bare {
     loaded: Loaded,
@@ -364,8 +328,6 @@ fn vxlan_frame() -> Result<Vec<u8>> {
     Ok(v)
 }
 
-const TC_ACT_UNSPEC: i32 = -1;
-
 /// Mean ns per run of a program loaded with `rawbpf` over REPEAT runs on `frame`.
 fn raw_ns_per_run(prog: &OwnedFd, frame: &[u8]) -> Result<f64> {
     let (_, ns) =
@@ -385,17 +347,11 @@ pub fn test_run(sec: &mut Section, previous_md: Option<&str>) -> Result<()> {
     ];
     let mut emit = Bare::load("")?;
     let mut filtered = Bare::load(MATCH_NOTHING)?;
-    let empty = rawbpf::load(
-        rawbpf::PROG_TYPE_SCHED_CLS,
-        0,
-        TC_ACT_UNSPEC,
-        "vt_bench_empty",
-    )
-    .context("load an empty tc program")?;
+    let empty = EmptyProgram::load("empty")?;
     let mut per: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
     let mut floor = Vec::new();
     for round in 0..ROUNDS {
-        floor.push(raw_ns_per_run(&empty, &frames[0].2)?);
+        floor.push(raw_ns_per_run(empty.fd(), &frames[0].2)?);
         for (i, (_, _, frame)) in frames.iter().enumerate() {
             let order = if (round + i) % 2 == 0 {
                 [true, false]

@@ -1,7 +1,9 @@
-//! Figures 1 and 2: iperf3 across the bridge lab (ns01 → br01 in node → ns02), in three modes:
+//! Figures 1 and 2: iperf3 across the bridge lab (ns01 → br01 in node → ns02), in four modes:
 //! untraced; traced on every hook with a filter matching the flow; attached with a filter
-//! matching nothing. One round runs each mode once (the order alternates between rounds, so
-//! neither mode always goes first), and each figure is a ratio within one round.
+//! matching nothing; and an empty tc program (`emptyprog`) on the same hooks as the traced
+//! mode, the floor of the first two on this machine. One round runs each mode once (the order
+//! reversed every other round, so no mode always goes first), and each figure is a ratio
+//! within one round.
 //!
 //! "Traced" is what `vethtrace trace` does in the kernel (every interface of the three lab
 //! namespaces, drops on, namespace filter) with the ring drained and every event decoded every
@@ -12,12 +14,15 @@ use anyhow::{bail, Result};
 use vethtrace::{events::DRAIN_INTERVAL, lab::Lab};
 
 use crate::{
+    emptyprog::EmptyProgram,
     report::{Budget, Sample, Section, Unit},
     session::Session,
     traffic::{self, Load, Outcome},
 };
 
-const ROUNDS: usize = 5;
+/// Rounds of the four modes: 6 keeps the alternating order balanced and, at about 3.2 s a
+/// trial, adds under 30 s a figure to the 5 rounds of three modes it replaced.
+const ROUNDS: usize = 6;
 /// Seconds per iperf3 run (`-t`).
 const SECS: u32 = 2;
 /// A filter no packet of the lab matches.
@@ -28,7 +33,11 @@ enum Mode {
     Untraced,
     Traced,
     FilteredOut,
+    /// The empty tc program on the traced mode's hooks: the floor of the two ratios.
+    Empty,
 }
+
+const MODES: [Mode; 4] = [Mode::Untraced, Mode::Traced, Mode::FilteredOut, Mode::Empty];
 
 struct Trial {
     out: Outcome,
@@ -37,22 +46,34 @@ struct Trial {
     hooks: usize,
 }
 
-fn trial(lab: &Lab, load: Load, mode: Mode, filter: &str) -> Result<Trial> {
+impl Trial {
+    fn quiet(out: Outcome, hooks: usize) -> Trial {
+        Trial {
+            out,
+            events: 0,
+            lost: 0,
+            hooks,
+        }
+    }
+}
+
+fn trial(lab: &Lab, load: Load, mode: Mode, filter: &str, empty: &EmptyProgram) -> Result<Trial> {
+    let run = |tick: &mut dyn FnMut()| {
+        traffic::iperf3(lab, "ns01", "ns02", load, SECS, DRAIN_INTERVAL, tick)
+    };
     let filter = match mode {
-        Mode::Untraced => {
-            let out = traffic::iperf3(lab, "ns01", "ns02", load, SECS, DRAIN_INTERVAL, || {})?;
-            return Ok(Trial {
-                out,
-                events: 0,
-                lost: 0,
-                hooks: 0,
-            });
+        Mode::Untraced => return Ok(Trial::quiet(run(&mut || {})?, 0)),
+        Mode::Empty => {
+            // Attached for this trial only, as a session is started for each traced trial.
+            let links = empty.attach_like_trace(lab)?;
+            let out = run(&mut || {})?;
+            return Ok(Trial::quiet(out, links.hooks()));
         }
         Mode::Traced => filter,
         Mode::FilteredOut => MATCH_NOTHING,
     };
     let mut s = Session::start(lab, filter, None)?;
-    let out = traffic::iperf3(lab, "ns01", "ns02", load, SECS, DRAIN_INTERVAL, || {
+    let out = run(&mut || {
         s.drain();
     })?;
     s.drain();
@@ -72,17 +93,27 @@ fn trial(lab: &Lab, load: Load, mode: Mode, filter: &str) -> Result<Trial> {
     })
 }
 
-/// Runs ROUNDS rounds of the three modes; returns the trials per mode.
-fn rounds(lab: &Lab, load: Load, filter: &str) -> Result<[Vec<Trial>; 3]> {
-    let mut by_mode: [Vec<Trial>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+/// Runs ROUNDS rounds of the four modes (the order reversed every other round); returns the
+/// trials per mode, indexed by `Mode as usize`.
+fn rounds(lab: &Lab, load: Load, filter: &str) -> Result<[Vec<Trial>; 4]> {
+    let empty = EmptyProgram::load("empty")?;
+    let mut by_mode: [Vec<Trial>; 4] = Default::default();
     for round in 0..ROUNDS {
-        let mut order = [Mode::Untraced, Mode::Traced, Mode::FilteredOut];
+        let mut order = MODES;
         if round % 2 == 1 {
             order.reverse();
         }
         for mode in order {
-            by_mode[mode as usize].push(trial(lab, load, mode, filter)?);
+            by_mode[mode as usize].push(trial(lab, load, mode, filter, &empty)?);
         }
+    }
+    let hooks = |m: Mode| by_mode[m as usize].first().map_or(0, |t| t.hooks);
+    if hooks(Mode::Empty) != hooks(Mode::Traced) {
+        bail!(
+            "the empty program went on {} hooks, the traced mode on {}: not the same hooks",
+            hooks(Mode::Empty),
+            hooks(Mode::Traced)
+        );
     }
     Ok(by_mode)
 }
@@ -111,10 +142,33 @@ fn event_notes(sec: &mut Section, traced: &[Trial], filtered: &[Trial], secs_eac
     ));
 }
 
+/// The floor row: the empty program's trials over the untraced ones, with its note.
+fn floor(sec: &mut Section, un: &[Trial], empty: &[Trial], metric: impl Fn(&Outcome) -> f64) {
+    let hooks = empty.first().map_or(0, |t| t.hooks);
+    let ratio = ratios(empty, un, metric);
+    let median = ratio.median();
+    sec.figure(
+        format!("empty program on the same {hooks} hooks / untraced"),
+        Unit::Ratio,
+        Budget::Info,
+        ratio,
+    );
+    sec.note(format!(
+        "the empty program (`return TC_ACT_UNSPEC`: next, TCX, on the traced mode's {hooks} hooks) is this machine's floor for the two ratios above ({median:.3}): what any tc program on those hooks costs here, the program call with this kernel's return-thunk mitigations; no ratio has it subtracted (the traced and filtered-out modes also run the drop program on every freed skb, which the floor does not)"
+    ));
+}
+
+fn rounds_note(sec: &mut Section, iperf: &str) {
+    sec.note(format!(
+        "{ROUNDS} rounds of (untraced, traced, filtered out, empty program), order reversed every other round; {iperf}, {}",
+        traffic::pinning()
+    ));
+}
+
 /// Figure 1: one TCP stream.
 pub fn tcp(lab: &Lab, sec: &mut Section) -> Result<()> {
     let filter = format!("tcp port {}", traffic::PORT);
-    let [un, tr, fo] = rounds(lab, Load::Tcp, &filter)?;
+    let [un, tr, fo, em] = rounds(lab, Load::Tcp, &filter)?;
     let bps = |o: &Outcome| o.bits_per_sec;
     sec.figure(
         format!("traced / untraced (`{filter}`)"),
@@ -128,6 +182,7 @@ pub fn tcp(lab: &Lab, sec: &mut Section) -> Result<()> {
         Budget::AtLeast(0.99),
         ratios(&fo, &un, bps),
     );
+    floor(sec, &un, &em, bps);
     sec.figure(
         "untraced throughput",
         Unit::Bits,
@@ -146,10 +201,14 @@ pub fn tcp(lab: &Lab, sec: &mut Section) -> Result<()> {
         Budget::Info,
         sample(&fo, bps),
     );
+    sec.figure(
+        "empty-program throughput",
+        Unit::Bits,
+        Budget::Info,
+        sample(&em, bps),
+    );
     event_notes(sec, &tr, &fo, f64::from(SECS));
-    sec.note(format!(
-        "{ROUNDS} rounds of (untraced, traced, filtered out), order alternating; iperf3 -t {SECS}, receiver's throughput"
-    ));
+    rounds_note(sec, &format!("iperf3 -t {SECS}, receiver's throughput"));
     Ok(())
 }
 
@@ -157,7 +216,7 @@ pub fn tcp(lab: &Lab, sec: &mut Section) -> Result<()> {
 pub fn udp(lab: &Lab, sec: &mut Section) -> Result<()> {
     let filter = format!("udp port {}", traffic::PORT);
     let load = Load::Udp64 { bits_per_sec: 0 };
-    let [un, tr, fo] = rounds(lab, load, &filter)?;
+    let [un, tr, fo, em] = rounds(lab, load, &filter)?;
     let pps = |o: &Outcome| o.sent_pps();
     sec.figure(
         format!("traced / untraced (`{filter}`)"),
@@ -171,6 +230,7 @@ pub fn udp(lab: &Lab, sec: &mut Section) -> Result<()> {
         Budget::AtLeast(0.97),
         ratios(&fo, &un, pps),
     );
+    floor(sec, &un, &em, pps);
     sec.figure(
         "untraced",
         Unit::Rate("pps"),
@@ -184,16 +244,24 @@ pub fn udp(lab: &Lab, sec: &mut Section) -> Result<()> {
         Budget::Info,
         sample(&fo, pps),
     );
-    let rx = |o: &Outcome| o.received_pps();
+    sec.figure(
+        "empty program",
+        Unit::Rate("pps"),
+        Budget::Info,
+        sample(&em, pps),
+    );
+    let rx = |t: &[Trial]| {
+        let s = sample(t, |o: &Outcome| o.received_pps()).median();
+        Unit::Rate("").format(s).trim().to_string()
+    };
     sec.note(format!(
-        "packets/s are the sender's: every datagram sent crossed all 4 hooks of the path (the receiving iperf3 took {} / {} / {} pps untraced / traced / filtered out; the rest overflowed its socket buffer: freed with a drop reason, which the drop program sees)",
-        Unit::Rate("").format(sample(&un, rx).median()).trim(),
-        Unit::Rate("").format(sample(&tr, rx).median()).trim(),
-        Unit::Rate("").format(sample(&fo, rx).median()).trim(),
+        "packets/s are the sender's: every datagram sent crossed all 4 hooks of the path (the receiving iperf3 took {} / {} / {} / {} pps untraced / traced / filtered out / empty program; the rest overflowed its socket buffer: freed with a drop reason, which the drop program sees)",
+        rx(&un),
+        rx(&tr),
+        rx(&fo),
+        rx(&em),
     ));
     event_notes(sec, &tr, &fo, f64::from(SECS));
-    sec.note(format!(
-        "{ROUNDS} rounds of (untraced, traced, filtered out), order alternating; iperf3 -u -l 64 -b 0 -t {SECS}"
-    ));
+    rounds_note(sec, &format!("iperf3 -u -l 64 -b 0 -t {SECS}"));
     Ok(())
 }

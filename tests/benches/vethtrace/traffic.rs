@@ -1,6 +1,10 @@
 //! Bounded iperf3 runs between two namespaces of a lab: `iperf3 -s -1` in one role, a client
 //! with `-t SECS` in another. Both processes are killed and reaped on every exit path
 //! ([`ChildGuard`]), and the whole run has a wall-clock limit.
+//!
+//! With two CPUs or more, the client and the server are pinned to two different ones
+//! (iperf3's own `-A`, so no other tool is needed), so that every trial places the pair the
+//! same way: on a 2-core VM an unpinned pair sometimes shares a CPU and sometimes does not.
 
 use std::{
     io::Read,
@@ -93,11 +97,17 @@ pub fn iperf3(
     let client_ns = lab.netns(client)?.to_string();
     let port = PORT.to_string();
 
+    let cpus = crate::cpus::two();
+    let mut srv_args = vec![
+        "netns", "exec", &server_ns, "iperf3", "-s", "-1", "-p", &port,
+    ];
+    let srv_cpu = cpus.map(|(_, s)| s.to_string());
+    if let Some(cpu) = &srv_cpu {
+        srv_args.extend(["-A", cpu]);
+    }
     let mut srv = ChildGuard(Some(
         Command::new("ip")
-            .args([
-                "netns", "exec", &server_ns, "iperf3", "-s", "-1", "-p", &port,
-            ])
+            .args(&srv_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -126,6 +136,9 @@ pub fn iperf3(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some((cpu, _)) = cpus {
+        args.extend(["-A".to_string(), cpu.to_string()]);
+    }
     if let Load::Udp64 { bits_per_sec } = load {
         args.extend(["-u", "-l", "64", "-b"].map(String::from));
         args.push(bits_per_sec.to_string());
@@ -175,6 +188,14 @@ pub fn iperf3(
         std::thread::sleep(Duration::from_millis(10));
     }
     parse(&json, load)
+}
+
+/// How the iperf3 pair is placed, for a note.
+pub fn pinning() -> String {
+    match crate::cpus::two() {
+        Some((c, s)) => format!("iperf3 client pinned to CPU {c}, server to CPU {s} (-A)"),
+        None => "iperf3 unpinned (fewer than 2 CPUs)".into(),
+    }
 }
 
 /// Waits (at most 5 s) until something listens on TCP `port` inside `ns`, read from
