@@ -128,7 +128,7 @@ fn request(lab: &Lab, f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
             len: 84,
             mark: 0,
             outer: f,
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,

@@ -2,17 +2,23 @@
 //! fingerprint (addresses, protocol, IP id, ICMP id/seq or TCP seq; the inner packet's for
 //! VXLAN frames), never by skb pointer, and ordered by time into a path of hops.
 
+mod index;
+
 use std::{
-    collections::{hash_map::Entry, HashMap, VecDeque},
+    collections::VecDeque,
     hash::{Hash, Hasher},
 };
 
 use vethtrace_common::Flow;
 
 use crate::decode::Observation;
+use index::Index;
 
 /// Observations of one key further apart than this are different packets (a retransmission).
 pub const SAME_PACKET_WINDOW_NS: u64 = 1_000_000_000;
+
+/// The most hops reserved up front for a new packet (a path through a cluster has 10–20).
+const MAX_HOPS_HINT: usize = 16;
 
 /// What identifies one packet along its path. TTL and the outer headers of a tunnel change
 /// from hop to hop; none of these fields do.
@@ -105,10 +111,6 @@ pub fn correlate(mut obs: Vec<Observation>) -> Vec<PacketPath> {
     c.flush_all()
 }
 
-/// The key's index, with foldhash: SipHash was the largest cost per event, and foldhash's
-/// per-map random seed still keeps crafted packet headers from piling into one bucket.
-type KeyIndex = HashMap<PacketKey, u64, foldhash::fast::RandomState>;
-
 /// Streaming correlation for live traces: observations go in as the ring is drained, packets
 /// come out once no hop was added to them for a while.
 ///
@@ -130,11 +132,17 @@ pub struct Correlator {
     base: u64,
     /// Slots that are not holes.
     live: usize,
-    index: KeyIndex,
+    index: Index,
     /// The packet the last observation joined, by key and slot: a packet's hops usually
     /// arrive back to back (one CPU walks it through veth, bridge and veth), and this spares
     /// them the index lookup. Always the key's newest packet; forgotten on every flush.
     last: Option<(PacketKey, usize)>,
+    /// Hops reserved for a new packet: as many as the packets of the last flush had on
+    /// average (rounded up). Growing a packet's hops hop by hop copied each observation
+    /// again and again; reserving a fixed number wastes memory on traces of one interface.
+    hops_hint: usize,
+    /// Packets the last flush returned: the next one reserves as many.
+    flushed_hint: usize,
 }
 
 struct Open {
@@ -160,36 +168,35 @@ impl Correlator {
             }
         }
         let n = self.base + self.slots.len() as u64;
-        let shadows = match self.index.entry(key) {
-            Entry::Occupied(mut e) => match live_slot(self.base, &self.last_ts, *e.get()) {
-                Some(i) => {
-                    if o.ts_ns.abs_diff(self.last_ts[i]) <= SAME_PACKET_WINDOW_NS {
-                        if let Some(open) = self.slots[i].as_mut() {
-                            self.last_ts[i] = self.last_ts[i].max(o.ts_ns);
-                            add_hop(&mut open.path.hops, o);
-                            self.last = Some((key, i));
-                            return;
-                        }
+        let h = self.index.hash(&key);
+        let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
+        let shadows = match self
+            .index
+            .get(&key, h, |m| open_key(base, slots, last_ts, m))
+            .and_then(|m| live_slot(self.base, &self.last_ts, m))
+        {
+            Some(i) => {
+                if o.ts_ns.abs_diff(self.last_ts[i]) <= SAME_PACKET_WINDOW_NS {
+                    if let Some(open) = self.slots[i].as_mut() {
+                        self.last_ts[i] = self.last_ts[i].max(o.ts_ns);
+                        add_hop(&mut open.path.hops, o);
+                        self.last = Some((key, i));
+                        return;
                     }
-                    e.insert(n);
-                    true
                 }
-                // Left behind by a flushed packet.
-                None => {
-                    e.insert(n);
-                    false
-                }
-            },
-            Entry::Vacant(e) => {
-                e.insert(n);
-                false
+                true
             }
+            // New, or left behind by a flushed packet.
+            None => false,
         };
+        let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
+        self.index
+            .set(&key, h, n, |m| open_key(base, slots, last_ts, m));
         self.last_ts.push_back(o.ts_ns);
-        // Room for one hop: a packet seen once (a trace of one interface) keeps a few hundred
-        // bytes while it waits to go idle; reserving more measured no faster.
+        let mut hops = Vec::with_capacity(self.hops_hint.max(1));
+        hops.push(o);
         self.slots.push_back(Some(Open {
-            path: PacketPath { key, hops: vec![o] },
+            path: PacketPath { key, hops },
             shadows,
         }));
         self.live += 1;
@@ -201,24 +208,44 @@ impl Correlator {
         self.last = None;
         let mut done = Vec::new();
         let mut shadowed = Vec::new();
-        for (i, last) in self.last_ts.iter_mut().enumerate() {
-            if *last == u64::MAX || now_ns.saturating_sub(*last) <= idle_ns {
+        for i in 0..self.last_ts.len() {
+            let last = self.last_ts[i];
+            if last == u64::MAX || now_ns.saturating_sub(last) <= idle_ns {
                 continue;
             }
+            let n = self.base + i as u64;
+            // Whether the index still names this packet, asked while it is open.
+            let newest = match &self.slots[i] {
+                Some(open) if open.shadows => {
+                    let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
+                    let key = &open.path.key;
+                    let h = self.index.hash(key);
+                    self.index
+                        .get(key, h, |m| open_key(base, slots, last_ts, m))
+                        == Some(n)
+                }
+                _ => false,
+            };
             let Some(open) = self.slots[i].take() else {
                 continue;
             };
-            *last = u64::MAX;
+            self.last_ts[i] = u64::MAX;
             self.live -= 1;
-            let n = self.base + i as u64;
-            if open.shadows && self.index.get(&open.path.key) == Some(&n) {
+            if newest {
                 shadowed.push(open.path.key);
+            }
+            if done.capacity() == 0 {
+                // As many as last time, allocated only when a packet leaves.
+                done.reserve(self.flushed_hint.max(1));
             }
             done.push(open.path);
         }
         if done.is_empty() {
             return done;
         }
+        self.flushed_hint = done.len();
+        let hops: usize = done.iter().map(|p| p.hops.len()).sum();
+        self.hops_hint = hops.div_ceil(done.len()).min(MAX_HOPS_HINT);
         // A key whose newest packet left goes back to its newest open packet, if any.
         for key in shadowed {
             let newest = self
@@ -226,7 +253,11 @@ impl Correlator {
                 .iter()
                 .rposition(|s| s.as_ref().is_some_and(|o| o.path.key == key));
             if let Some(i) = newest {
-                self.index.insert(key, self.base + i as u64);
+                let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
+                let h = self.index.hash(&key);
+                self.index.set(&key, h, base + i as u64, |m| {
+                    open_key(base, slots, last_ts, m)
+                });
             }
         }
         while self.slots.front().is_some_and(Option::is_none) {
@@ -265,8 +296,7 @@ impl Correlator {
     /// Forgets the index entries of flushed packets.
     fn sweep_index(&mut self) {
         let (base, last_ts) = (self.base, &self.last_ts);
-        self.index
-            .retain(|_, n| live_slot(base, last_ts, *n).is_some());
+        self.index.retain(|n| live_slot(base, last_ts, n).is_some());
     }
 
     /// Drops the holes, renumbering the open packets from `base` and the index with them.
@@ -280,11 +310,10 @@ impl Correlator {
             let Some(open) = self.slots[r].take() else {
                 continue;
             };
-            if let Some(n) = self.index.get_mut(&open.path.key) {
-                if *n == old_base + r as u64 {
-                    *n = old_base + w as u64;
-                }
-            }
+            let key = &open.path.key;
+            let h = self.index.hash(key);
+            self.index
+                .renumber(key, h, old_base + r as u64, old_base + w as u64);
             self.last_ts[w] = self.last_ts[r];
             self.slots[w] = Some(open);
             w += 1;
@@ -292,6 +321,17 @@ impl Correlator {
         self.slots.truncate(w);
         self.last_ts.truncate(w);
     }
+}
+
+/// The key of packet number `n` while it is open.
+fn open_key<'a>(
+    base: u64,
+    slots: &'a VecDeque<Option<Open>>,
+    last_ts: &VecDeque<u64>,
+    n: u64,
+) -> Option<&'a PacketKey> {
+    let i = live_slot(base, last_ts, n)?;
+    slots[i].as_ref().map(|o| &o.path.key)
 }
 
 /// The slot of packet number `n` while it is open (`None` once it was flushed).
@@ -326,7 +366,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: flow,
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,
@@ -502,6 +542,20 @@ mod tests {
 
     #[test]
     fn streaming_matches_the_reference_with_late_events_reused_keys_and_many_flushes() {
+        matches_the_reference(None);
+    }
+
+    #[test]
+    fn keys_whose_hashes_collide_stay_apart() {
+        // Four hashes for up to 3,000 keys: nearly every new packet's hash is held by an open
+        // packet of another key.
+        matches_the_reference(Some(|k: &PacketKey| u64::from(k.detail[2] % 4)));
+        // One hash for all.
+        matches_the_reference(Some(|_: &PacketKey| 7));
+    }
+
+    /// Random streams through the correlator and the reference, compared after every flush.
+    fn matches_the_reference(hash_fn: Option<fn(&PacketKey) -> u64>) {
         // xorshift: the same cases on every run.
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
@@ -512,6 +566,7 @@ mod tests {
         };
         for round in 0..40 {
             let (mut c, mut r) = (Correlator::default(), Reference::default());
+            c.index.hash_fn = hash_fn;
             let mut now = 0u64;
             // Few keys, so packets share keys; some events late by up to 3 s, so a key is
             // sometimes open twice; flush windows short and long.

@@ -3,148 +3,52 @@
 //! since ifindexes collide across namespaces); a netfilter verdict ([`NetfilterEvent`]) gets
 //! its family, hook and verdict named. Pure: names come in through [`Names`].
 
-use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
+use std::sync::LazyLock;
 
 use vethtrace_common::{flag, hook, kind, nf, Event, Flow, NetfilterEvent};
 
 use crate::{btf::DropReasons, kallsyms::Kallsyms};
 
-/// A namespace or interface name as observations carry it. Every event of one interface
-/// shares the same allocation: decoding clones a reference count instead of allocating a
-/// `String` per event (the userspace budget of issue 6 is ≥ 10 M events/s). It reads like a
-/// `&str` (`Deref`, `as_str`, comparisons with `str`/`String`) and serializes as a string.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Arc<str>);
-
-impl Name {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for Name {
-    fn default() -> Self {
-        Name(Arc::from(""))
-    }
-}
-
-impl Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl From<&str> for Name {
-    fn from(s: &str) -> Self {
-        Name(Arc::from(s))
-    }
-}
-
-impl From<String> for Name {
-    fn from(s: String) -> Self {
-        Name(Arc::from(s))
-    }
-}
-
-impl From<&String> for Name {
-    fn from(s: &String) -> Self {
-        Name(Arc::from(s.as_str()))
-    }
-}
-
-impl From<Name> for String {
-    fn from(n: Name) -> Self {
-        n.0.to_string()
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
-    }
-}
-
-impl PartialEq<String> for Name {
-    fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
-    }
-}
-
-impl PartialEq<Name> for str {
-    fn eq(&self, other: &Name) -> bool {
-        *self == *other.0
-    }
-}
-
-impl PartialEq<Name> for &str {
-    fn eq(&self, other: &Name) -> bool {
-        **self == *other.0
-    }
-}
-
-impl PartialEq<Name> for String {
-    fn eq(&self, other: &Name) -> bool {
-        **self == *other.0
-    }
-}
-
-impl serde::Serialize for Name {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
+pub use crate::name::Name;
 
 /// Maps keyed by netns cookies and ifindexes: foldhash instead of SipHash, since the keys
 /// come from our own kernel programs (no flooding risk worth SipHash's cost per event).
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Namespace and interface names, keyed the way events identify them.
+///
+/// Names are interned ([`Name::interned`]): the topology's names are few, and every event then
+/// shares them without touching a reference count. Each interface's entry also holds its
+/// namespace's name, so that decoding a hop costs one lookup.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     netns: FastMap<u64, Name>,
-    ifaces: FastMap<(u64, u32), Name>,
+    ifaces: FastMap<(u64, u32), Place>,
+}
+
+/// An interface's name and its namespace's.
+#[derive(Debug, Clone)]
+struct Place {
+    netns: Name,
+    ifname: Name,
 }
 
 impl Names {
     /// Records a namespace's display name under its netns cookie.
     pub fn add_netns(&mut self, cookie: u64, name: impl Into<String>) {
-        self.netns.insert(cookie, Name::from(name.into()));
+        let name = Name::interned(&name.into());
+        for (_, p) in self.ifaces.iter_mut().filter(|((c, _), _)| *c == cookie) {
+            p.netns = name.clone();
+        }
+        self.netns.insert(cookie, name);
     }
 
     pub fn add_interface(&mut self, cookie: u64, ifindex: u32, name: impl Into<String>) {
-        self.ifaces
-            .insert((cookie, ifindex), Name::from(name.into()));
+        let place = Place {
+            netns: self.netns_name(cookie),
+            ifname: Name::interned(&name.into()),
+        };
+        self.ifaces.insert((cookie, ifindex), place);
     }
 
     /// The namespace's name, or `netns:<cookie>` for one we never saw.
@@ -166,7 +70,17 @@ impl Names {
 
     /// [`Names::interface`], shared rather than copied.
     pub fn interface_name(&self, cookie: u64, ifindex: u32) -> Option<&Name> {
-        self.ifaces.get(&(cookie, ifindex))
+        self.ifaces.get(&(cookie, ifindex)).map(|p| &p.ifname)
+    }
+
+    /// The names of a hop's namespace and device: `netns:<cookie>` and `if<ifindex>` for
+    /// those we never saw.
+    #[inline]
+    fn place(&self, cookie: u64, ifindex: u32) -> (Name, Name) {
+        match self.ifaces.get(&(cookie, ifindex)) {
+            Some(p) => (p.netns.clone(), p.ifname.clone()),
+            None => (self.netns_name(cookie), Name::from(format!("if{ifindex}"))),
+        }
     }
 }
 
@@ -187,17 +101,19 @@ impl std::fmt::Display for Dir {
     }
 }
 
-/// What happened at an observation point.
+/// What happened at an observation point. Its names are [`Name`]s (one word each) so that
+/// an observation stays small: the correlator holds every hop of the last tens of
+/// milliseconds, and its speed is bounded by how many bytes that is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
     /// Seen by the tc hook of an interface.
     Hook(Dir),
     /// Freed by the kernel with a drop reason, at `location` (symbolized).
-    Drop { reason: String, location: String },
+    Drop { reason: Name, location: Name },
     /// Freed with a drop reason that does not mean the packet was lost (see [`benign_drop`]).
     Freed {
-        reason: String,
-        location: String,
+        reason: Name,
+        location: Name,
         why: &'static str,
     },
     /// The verdict of a netfilter base chain on the packet (fentry/fexit nft_do_chain). Not a hop
@@ -205,78 +121,110 @@ pub enum What {
     /// the verdict is `DROP`).
     Netfilter {
         /// nft's family name: `ip`, `ip6`, `inet`, `bridge`, `arp`, `netdev`.
-        family: String,
+        family: Name,
         /// The hook, by the family's names: `FORWARD`, `INPUT`, …
-        hook: String,
-        table: String,
-        chain: String,
+        hook: Name,
+        table: Name,
+        chain: Name,
         /// `DROP`, `ACCEPT`, `STOLEN`, `QUEUE`, `REPEAT`, `STOP`.
-        verdict: String,
+        verdict: Name,
     },
 }
 
-/// nft's name of an `NFPROTO_*` family.
-pub fn nf_family_name(pf: u8) -> String {
-    match pf {
-        nf::proto::INET => "inet".into(),
-        nf::proto::IPV4 => "ip".into(),
-        nf::proto::ARP => "arp".into(),
-        nf::proto::NETDEV => "netdev".into(),
-        nf::proto::BRIDGE => "bridge".into(),
-        nf::proto::IPV6 => "ip6".into(),
-        n => format!("family {n}"),
+/// A fixed table's names, interned once: naming a verdict then copies a pointer.
+struct Table<const N: usize>(LazyLock<[Name; N]>);
+
+impl<const N: usize> Table<N> {
+    const fn new(f: fn() -> [Name; N]) -> Self {
+        Table(LazyLock::new(f))
     }
+
+    fn get(&self, i: usize) -> Option<Name> {
+        self.0.get(i).cloned()
+    }
+}
+
+fn interned<const N: usize>(names: [&str; N]) -> [Name; N] {
+    names.map(Name::interned)
+}
+
+/// nft's name of an `NFPROTO_*` family.
+pub fn nf_family_name(pf: u8) -> Name {
+    static FAMILIES: Table<6> =
+        Table::new(|| interned(["inet", "ip", "arp", "netdev", "bridge", "ip6"]));
+    let i = match pf {
+        nf::proto::INET => 0,
+        nf::proto::IPV4 => 1,
+        nf::proto::ARP => 2,
+        nf::proto::NETDEV => 3,
+        nf::proto::BRIDGE => 4,
+        nf::proto::IPV6 => 5,
+        _ => usize::MAX,
+    };
+    FAMILIES
+        .get(i)
+        .unwrap_or_else(|| Name::from(format!("family {pf}")))
 }
 
 /// The name of hook `hook` of family `pf`, as iptables/ebtables/arptables spell the built-in
 /// chains (`enum nf_inet_hooks`, `nf_br_hooks`, `NF_ARP_*`, `nf_dev_hooks`).
-pub fn nf_hook_name(pf: u8, hook: u8) -> String {
-    const INET: [&str; 6] = [
-        "PREROUTING",
-        "INPUT",
-        "FORWARD",
-        "OUTPUT",
-        "POSTROUTING",
-        "INGRESS",
-    ];
-    const BRIDGE: [&str; 6] = [
-        "PREROUTING",
-        "INPUT",
-        "FORWARD",
-        "OUTPUT",
-        "POSTROUTING",
-        "BROUTING",
-    ];
-    const ARP: [&str; 3] = ["INPUT", "OUTPUT", "FORWARD"];
-    const NETDEV: [&str; 2] = ["INGRESS", "EGRESS"];
-    let names: &[&str] = match pf {
-        nf::proto::INET | nf::proto::IPV4 | nf::proto::IPV6 => &INET,
-        nf::proto::BRIDGE => &BRIDGE,
-        nf::proto::ARP => &ARP,
-        nf::proto::NETDEV => &NETDEV,
-        _ => &[],
+pub fn nf_hook_name(pf: u8, hook: u8) -> Name {
+    static INET: Table<6> = Table::new(|| {
+        interned([
+            "PREROUTING",
+            "INPUT",
+            "FORWARD",
+            "OUTPUT",
+            "POSTROUTING",
+            "INGRESS",
+        ])
+    });
+    static BRIDGE: Table<6> = Table::new(|| {
+        interned([
+            "PREROUTING",
+            "INPUT",
+            "FORWARD",
+            "OUTPUT",
+            "POSTROUTING",
+            "BROUTING",
+        ])
+    });
+    static ARP: Table<3> = Table::new(|| interned(["INPUT", "OUTPUT", "FORWARD"]));
+    static NETDEV: Table<2> = Table::new(|| interned(["INGRESS", "EGRESS"]));
+    let i = hook as usize;
+    let name = match pf {
+        nf::proto::INET | nf::proto::IPV4 | nf::proto::IPV6 => INET.get(i),
+        nf::proto::BRIDGE => BRIDGE.get(i),
+        nf::proto::ARP => ARP.get(i),
+        nf::proto::NETDEV => NETDEV.get(i),
+        _ => None,
     };
-    names
-        .get(hook as usize)
-        .map_or_else(|| format!("hook {hook}"), |n| n.to_string())
+    name.unwrap_or_else(|| Name::from(format!("hook {hook}")))
 }
 
 /// The name of a netfilter verdict: `DROP` for every drop ([`nf::dropped`]: also the
 /// `NF_STOLEN` with an errno nftables returns after freeing a dropped packet), else the low
 /// byte's name.
-pub fn nf_verdict_name(verdict: u32) -> String {
-    if nf::dropped(verdict) {
-        return "DROP".into();
-    }
-    match verdict & nf::VERDICT_MASK {
-        nf::DROP => "DROP".into(),
-        nf::ACCEPT => "ACCEPT".into(),
-        nf::STOLEN => "STOLEN".into(),
-        nf::QUEUE => "QUEUE".into(),
-        nf::REPEAT => "REPEAT".into(),
-        nf::STOP => "STOP".into(),
-        v => format!("verdict {v}"),
-    }
+pub fn nf_verdict_name(verdict: u32) -> Name {
+    static VERDICTS: Table<6> =
+        Table::new(|| interned(["DROP", "ACCEPT", "STOLEN", "QUEUE", "REPEAT", "STOP"]));
+    let v = verdict & nf::VERDICT_MASK;
+    let i = if nf::dropped(verdict) {
+        0
+    } else {
+        match v {
+            nf::DROP => 0,
+            nf::ACCEPT => 1,
+            nf::STOLEN => 2,
+            nf::QUEUE => 3,
+            nf::REPEAT => 4,
+            nf::STOP => 5,
+            _ => usize::MAX,
+        }
+    };
+    VERDICTS
+        .get(i)
+        .unwrap_or_else(|| Name::from(format!("verdict {v}")))
 }
 
 /// One decoded event.
@@ -292,12 +240,71 @@ pub struct Observation {
     pub mark: u32,
     pub outer: Flow,
     /// The encapsulated packet when the frame was VXLAN.
-    pub inner: Option<Flow>,
+    pub inner: InnerFlow,
     pub truncated: bool,
     /// The packet's first bytes when snapshots are on (empty otherwise).
     pub snapshot: Vec<u8>,
     /// The snapshot starts at the network header (drops), not at the Ethernet header.
     pub snapshot_l3: bool,
+}
+
+/// The encapsulated packet's flow of a VXLAN frame, kept out of line: most frames are not
+/// encapsulated, and an inline `Option<Flow>` made every observation 64 bytes larger (the
+/// correlator holds tens of thousands of them). Reads like the `Option<Flow>` it replaces.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct InnerFlow(Option<Box<Flow>>);
+
+impl InnerFlow {
+    pub fn new(flow: Option<Flow>) -> Self {
+        InnerFlow(flow.map(Box::new))
+    }
+
+    pub fn as_ref(&self) -> Option<&Flow> {
+        self.0.as_deref()
+    }
+
+    pub fn get(&self) -> Option<Flow> {
+        self.as_ref().copied()
+    }
+
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The flow, as `Option::expect` (tests).
+    #[track_caller]
+    pub fn expect(&self, msg: &str) -> Flow {
+        self.get().expect(msg)
+    }
+}
+
+impl From<Option<Flow>> for InnerFlow {
+    fn from(flow: Option<Flow>) -> Self {
+        InnerFlow::new(flow)
+    }
+}
+
+impl From<Flow> for InnerFlow {
+    fn from(flow: Flow) -> Self {
+        InnerFlow::new(Some(flow))
+    }
+}
+
+impl PartialEq<Option<Flow>> for InnerFlow {
+    fn eq(&self, other: &Option<Flow>) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+/// As the `Option<Flow>` it replaces: `None` or `Some(Flow { .. })`.
+impl std::fmt::Debug for InnerFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_ref().fmt(f)
+    }
 }
 
 impl Observation {
@@ -340,11 +347,13 @@ impl Decoder<'_> {
                 return self.decode_netfilter(&nf);
             }
         }
-        self.observation(
-            ev,
-            ev.snapshot(record).to_vec(),
-            ev.flags & flag::SNAP_L3 != 0,
-        )
+        // Most records carry no snapshot (only `-w FILE.pcapng` asks for them).
+        let snapshot = if ev.snap_len == 0 {
+            Vec::new()
+        } else {
+            ev.snapshot(record).to_vec()
+        };
+        self.observation(ev, snapshot, ev.flags & flag::SNAP_L3 != 0)
     }
 
     /// A netfilter verdict, with its packet's namespace, device and flows.
@@ -353,8 +362,8 @@ impl Decoder<'_> {
         o.what = What::Netfilter {
             family: nf_family_name(nf.family),
             hook: nf_hook_name(nf.family, nf.hook),
-            table: nf.table_name().to_string(),
-            chain: nf.chain_name().to_string(),
+            table: Name::from(nf.table_name()),
+            chain: Name::from(nf.chain_name()),
             verdict: nf_verdict_name(nf.verdict),
         };
         o
@@ -372,11 +381,11 @@ impl Decoder<'_> {
             hook::TC_EGRESS => What::Hook(Dir::Egress),
             // Only the header: the names are in the rest of the record (decode_netfilter).
             hook::NFT_DO_CHAIN => What::Netfilter {
-                family: String::new(),
-                hook: String::new(),
-                table: String::new(),
-                chain: String::new(),
-                verdict: String::new(),
+                family: Name::default(),
+                hook: Name::default(),
+                table: Name::default(),
+                chain: Name::default(),
+                verdict: Name::default(),
             },
             _ => {
                 let reason = self.reasons.name(ev.drop_reason);
@@ -386,7 +395,9 @@ impl Decoder<'_> {
                 } else {
                     &ev.outer
                 };
-                match benign_drop(&reason, &location, flow) {
+                let why = benign_drop(&reason, &location, flow);
+                let (reason, location) = (Name::from(reason), Name::from(location));
+                match why {
                     Some(why) => What::Freed {
                         reason,
                         location,
@@ -396,27 +407,23 @@ impl Decoder<'_> {
                 }
             }
         };
-        let no_dev = ev.flags & flag::NO_DEVICE != 0;
+        let (netns, ifname) = if ev.flags & flag::NO_DEVICE != 0 {
+            (self.names.netns_name(ev.netns_cookie), None)
+        } else {
+            let (netns, ifname) = self.names.place(ev.netns_cookie, ev.ifindex);
+            (netns, Some(ifname))
+        };
         Observation {
             ts_ns: ev.ts_ns,
             netns_cookie: ev.netns_cookie,
-            netns: self.names.netns_name(ev.netns_cookie),
+            netns,
             ifindex: ev.ifindex,
-            ifname: if no_dev {
-                None
-            } else {
-                Some(
-                    self.names
-                        .interface_name(ev.netns_cookie, ev.ifindex)
-                        .cloned()
-                        .unwrap_or_else(|| Name::from(format!("if{}", ev.ifindex))),
-                )
-            },
+            ifname,
             what,
             len: ev.len,
             mark: ev.mark,
             outer: ev.outer,
-            inner: (ev.flags & flag::ENCAP != 0).then_some(ev.inner),
+            inner: InnerFlow::new((ev.flags & flag::ENCAP != 0).then_some(ev.inner)),
             truncated: ev.flags & flag::TRUNCATED != 0,
             snapshot,
             snapshot_l3,
@@ -673,5 +680,65 @@ mod tests {
         assert_eq!(o.netns, "netns:5");
         assert_eq!(o.ifname.as_deref(), Some("if9"));
         assert!(o.inner.is_some());
+    }
+
+    #[test]
+    fn an_interface_named_before_its_namespace_gets_the_namespace_name_later() {
+        let mut names = Names::default();
+        names.add_interface(7, 3, "eth0");
+        let reasons = DropReasons::default();
+        let ks = Kallsyms::default();
+        let ev = Event {
+            version: WIRE_VERSION,
+            kind: kind::PACKET,
+            hook: hook::TC_INGRESS,
+            ifindex: 3,
+            netns_cookie: 7,
+            ..Default::default()
+        };
+        let decode = |names: &Names| {
+            let d = Decoder {
+                names,
+                reasons: &reasons,
+                kallsyms: &ks,
+            };
+            let o = d.decode(&ev);
+            (o.netns.to_string(), o.ifname.map(String::from))
+        };
+        assert_eq!(decode(&names), ("netns:7".into(), Some("eth0".into())));
+        names.add_netns(7, "pod-a");
+        assert_eq!(decode(&names), ("pod-a".into(), Some("eth0".into())));
+        names.add_netns(7, "pod-b");
+        assert_eq!(decode(&names), ("pod-b".into(), Some("eth0".into())));
+        assert_eq!(names.interface(7, 3), Some("eth0"));
+        assert_eq!(names.interface(8, 3), None);
+    }
+
+    /// The correlator holds every hop of the last tens of milliseconds: each byte here is
+    /// tens of kilobytes there, and its speed follows (issue 6, figure 5).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_observation_stays_small() {
+        assert!(
+            std::mem::size_of::<Observation>() <= 192,
+            "{} bytes",
+            std::mem::size_of::<Observation>()
+        );
+        assert_eq!(std::mem::size_of::<What>(), 48);
+    }
+
+    #[test]
+    fn the_inner_flow_reads_like_an_option() {
+        let f = Flow {
+            l4: 17,
+            ..Default::default()
+        };
+        let i = InnerFlow::from(f);
+        assert!(i.is_some() && !i.is_none());
+        assert_eq!(i, Some(f));
+        assert_eq!(i.expect("set").l4, 17);
+        assert_eq!(format!("{:?}", InnerFlow::default()), "None");
+        assert_eq!(format!("{i:?}"), format!("{:?}", Some(f)));
+        assert_eq!(InnerFlow::new(None), None::<Flow>);
     }
 }

@@ -23,6 +23,7 @@ pub mod kfunc;
 pub mod lab;
 pub mod latency;
 pub mod loader;
+pub mod name;
 pub mod netconf;
 pub mod netns;
 pub mod privileges;

@@ -386,7 +386,7 @@ mod tests {
             len: 0,
             mark: 0,
             outer: Flow::default(),
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,

@@ -163,7 +163,7 @@ fn attribute_from_layer<'a>(
     };
     let a = match &delta {
         Some(d) => Attribution {
-            hook: hook.clone(),
+            hook: hook.to_string(),
             table: d.table.clone(),
             chain: d.chain.clone(),
             rule: d.rule.clone(),
@@ -173,9 +173,9 @@ fn attribute_from_layer<'a>(
             },
         },
         None => Attribution {
-            hook: hook.clone(),
-            table: table.clone(),
-            chain: chain.clone(),
+            hook: hook.to_string(),
+            table: table.to_string(),
+            chain: chain.to_string(),
             rule: None,
             verdict: "DROP".into(),
         },

@@ -74,7 +74,7 @@ fn hop(b: &mut Vec<u8>, packet: u64, n: usize, t0: u64, o: &Observation) -> io::
     b.push(b',');
     layer_fields(b, &o.outer);
     b.extend_from_slice(b",\"inner\":");
-    match &o.inner {
+    match o.inner.as_ref() {
         Some(f) => {
             b.push(b'{');
             layer_fields(b, f);
@@ -292,7 +292,7 @@ mod tests {
             len: 98,
             mark: 0,
             outer: f,
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,
@@ -676,7 +676,9 @@ mod tests {
                     o.ifindex = r.next() as u32;
                     o.len = r.next() as u32;
                     o.outer = random_flow(&mut r);
-                    o.inner = (r.next().is_multiple_of(3)).then(|| random_flow(&mut r));
+                    o.inner = (r.next().is_multiple_of(3))
+                        .then(|| random_flow(&mut r))
+                        .into();
                     o
                 })
                 .collect();

@@ -177,7 +177,7 @@ pub fn segments(hops: &[Observation], topo: &Topology) -> Vec<Segment> {
                 netns: d.netns.to_string(),
                 ifname: d.ifname.as_deref().unwrap_or_default().to_string(),
                 via: Via::Dropped {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 },
                 t_ns: d.ts_ns.saturating_sub(t0),
             });
@@ -626,7 +626,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: icmp(),
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,
@@ -662,7 +662,7 @@ mod tests {
             ..Default::default()
         };
         ip4(&mut outer, [172, 30, 0, 1], [172, 30, 0, 2]);
-        o.inner = Some(o.outer);
+        o.inner = o.outer.into();
         o.outer = outer;
         o
     }

@@ -320,7 +320,7 @@ mod tests {
             len: snapshot.len() as u32 + 100,
             mark: 0,
             outer: Flow::default(),
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot,
             snapshot_l3: drop,
@@ -329,8 +329,8 @@ mod tests {
 
     fn drop_what() -> What {
         What::Drop {
-            reason: "NETFILTER_DROP".to_string(),
-            location: "nf_hook_slow+0x8c".to_string(),
+            reason: "NETFILTER_DROP".into(),
+            location: "nf_hook_slow+0x8c".into(),
         }
     }
 

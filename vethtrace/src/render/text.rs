@@ -299,7 +299,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: flow(),
-            inner: None,
+            inner: Default::default(),
             truncated: false,
             snapshot: Vec::new(),
             snapshot_l3: false,
@@ -522,7 +522,7 @@ mod tests {
                         o.ifname = None;
                     }
                     if next() % 4 == 0 {
-                        o.inner = Some(flow());
+                        o.inner = flow().into();
                     }
                     o
                 })
