@@ -37,10 +37,16 @@ pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const COUNTERS_MAP: &str = "COUNTERS";
     pub const NETNS_MAP: &str = "NETNS";
+    /// The (namespace, interface) pairs the device tracepoints record: a key is a [`HookKey`].
+    pub const HOOKS_MAP: &str = "HOOKS";
     pub const CONFIG_GLOBAL: &str = "CONFIG";
     pub const TC_INGRESS_PROG: &str = "vethtrace_tc_ingress";
     pub const TC_EGRESS_PROG: &str = "vethtrace_tc_egress";
     pub const KFREE_SKB_PROG: &str = "vethtrace_kfree_skb";
+    /// tp_btf net:netif_receive_skb: a device's ingress, on every device of the machine at once.
+    pub const DEV_INGRESS_PROG: &str = "vethtrace_dev_ingress";
+    /// tp_btf net:net_dev_queue: a device's egress, on every device of the machine at once.
+    pub const DEV_EGRESS_PROG: &str = "vethtrace_dev_egress";
     /// fentry nft_do_chain: parses and stashes the packet while its skb is alive.
     pub const NFT_DO_CHAIN_ENTRY_PROG: &str = "vethtrace_nft_do_chain_entry";
     /// fexit nft_do_chain: records the verdict of the stashed packet.
@@ -62,7 +68,11 @@ pub mod kind {
 /// A veth's egress on one end is its peer's ingress on the other: user space pairs them through
 /// the topology model, the kernel side only says which hook of which device fired.
 pub mod hook {
+    /// A device's ingress: its tc ingress hook, or (device tracepoints) net:netif_receive_skb,
+    /// which fires just before tc ingress for the same packets.
     pub const TC_INGRESS: u8 = 1;
+    /// A device's egress: its tc egress hook, or (device tracepoints) net:net_dev_queue, which
+    /// fires just after tc egress, as the packet is handed to the device's queue.
     pub const TC_EGRESS: u8 = 2;
     pub const KFREE_SKB: u8 = 3;
     /// fentry/fexit of `nft_do_chain` (every nftables base chain, iptables-nft included).
@@ -296,6 +306,16 @@ pub struct FilterInsn {
     pub mask: [u64; 2],
 }
 
+/// A key of the `HOOKS` map: one interface of one namespace the device tracepoints record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HookKey {
+    /// `net->net_cookie` of the interface's namespace.
+    pub netns_cookie: u64,
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
 /// Load-time configuration, written into the `CONFIG` global before the programs load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,7 +377,8 @@ pub struct KernelOffsets {
     pub skb_protocol: u32,
     /// Non-zero when every offset above was found.
     pub valid: u32,
-    pub _pad: u32,
+    /// `skb->mac_header` (the device tracepoints parse from the link-layer header).
+    pub skb_mac_header: u32,
 }
 
 /// Byte offsets of the netfilter fields the `nft_do_chain` program reads:
@@ -400,6 +421,7 @@ const _: () = {
     assert!(SNAP_LEN.is_multiple_of(8));
     assert!(size_of::<FilterInsn>() == 40);
     assert!(size_of::<KernelOffsets>() == 48);
+    assert!(size_of::<HookKey>() == 16);
     assert!(size_of::<NfOffsets>() == 48);
     assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48 + 48);
     assert!(offset_of!(Config, nf) == 8 + 40 * MAX_FILTER_INSNS + 48);

@@ -2,11 +2,11 @@
 //! checked decoding of ring-buffer records.
 
 use crate::{
-    hook, kind, Config, Event, FilterInsn, Flow, KernelOffsets, NetfilterEvent, NfOffsets,
+    hook, kind, Config, Event, FilterInsn, Flow, HookKey, KernelOffsets, NetfilterEvent, NfOffsets,
     NF_NAME_LEN, SNAP_LEN, WIRE_VERSION,
 };
 
-// SAFETY: all six are #[repr(C)], Copy, made only of integers and integer arrays with explicit
+// SAFETY: all seven are #[repr(C)], Copy, made only of integers and integer arrays with explicit
 // padding (asserted in lib.rs), so every bit pattern is a valid value.
 unsafe impl aya::Pod for Event {}
 // SAFETY: as above.
@@ -17,6 +17,8 @@ unsafe impl aya::Pod for FilterInsn {}
 unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NfOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for HookKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NetfilterEvent {}
 

@@ -12,6 +12,7 @@
 // One placeholder kfunc call instruction (see `vethtrace_common::kfunc`) is emitted with asm.
 #![feature(asm_experimental_arch)]
 
+mod devhook;
 mod drop;
 mod emit;
 mod filter;

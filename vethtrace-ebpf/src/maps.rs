@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use vethtrace_common::{counter, Config, EventSnap};
+use vethtrace_common::{counter, Config, EventSnap, HookKey};
 
 use crate::netfilter::NfStash;
 
@@ -20,11 +20,14 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Where each program builds its event (and snapshot) before writing it to the ring: a
 /// 360-byte record does not fit next to the parser on the 512-byte BPF stack.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<EventSnap> = PerCpuArray::with_max_entries(2, 0);
+pub static SCRATCH: PerCpuArray<EventSnap> = PerCpuArray::with_max_entries(3, 0);
 /// SCRATCH slot of the tc programs.
 pub const SCRATCH_TC: u32 = 0;
 /// SCRATCH slot of the drop program.
 pub const SCRATCH_DROP: u32 = 1;
+/// SCRATCH slot of the device tracepoints (a drop traced while one runs, from an interrupt,
+/// must not overwrite its event).
+pub const SCRATCH_DEV: u32 = 2;
 
 /// The netfilter programs' per-CPU stack of nft_do_chain calls in progress: fentry parses
 /// and pushes the packet's record, fexit pops it and adds the verdict.
@@ -34,6 +37,11 @@ pub static NF_STASH: PerCpuArray<NfStash> = PerCpuArray::with_max_entries(1, 0);
 /// Netns cookies of the traced namespaces (with `config_flag::NETNS_FILTER`); values unused.
 #[map(name = "NETNS")]
 pub static NETNS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
+
+/// The interfaces the device tracepoints record (they fire for every device of the machine):
+/// user space inserts one key per hooked (namespace, interface); values unused.
+#[map(name = "HOOKS")]
+pub static HOOKS: HashMap<HookKey, u8> = HashMap::with_max_entries(65536, 0);
 
 /// Load-time configuration (filter, kernel offsets), written by the loader into .rodata.
 #[unsafe(no_mangle)]
@@ -61,7 +69,7 @@ pub static CONFIG: Config = Config {
         net_cookie: 0,
         skb_protocol: 0,
         valid: 0,
-        _pad: 0,
+        skb_mac_header: 0,
     },
     nf: vethtrace_common::NfOffsets {
         pkt_skb: 0,

@@ -62,7 +62,7 @@ impl KernelBtf {
             dev_nd_net: self.member_offset("net_device", "nd_net")?,
             net_cookie: self.member_offset("net", "net_cookie")?,
             valid: 0,
-            _pad: 0,
+            skb_mac_header: skb("mac_header")?,
         };
         o.valid = 1;
         Ok(o)

@@ -1,0 +1,130 @@
+//! Device tracepoints (tp_btf net:netif_receive_skb and net:net_dev_queue): a device's ingress
+//! and egress on every device of the machine with two attachments, instead of one tc hook per
+//! device and direction. The `HOOKS` map says which (namespace, interface) pairs are traced;
+//! everything else costs one device walk and one lookup.
+//!
+//! Why: a TCX link waits for RCU grace periods under the RTNL (about 12 ms each here), so
+//! hundreds of hooks take seconds to attach and detach; these attach in microseconds whatever
+//! the number of interfaces, and close with their fds. The packet is the same the tc hook sees:
+//! netif_receive_skb fires at the top of the receive path, just before tc ingress;
+//! net_dev_queue fires as the packet is handed to the device's queue, just after tc egress.
+//! The events are the tc programs' (same hooks ids, same fields): user space cannot tell them
+//! apart, and need not.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use vethtrace_common::{config_flag, counter, flag, hook, kind, HookKey, KernelOffsets, SNAP_LEN};
+
+use crate::{
+    emit::{emit, reset},
+    filter,
+    maps::{bump, config, HOOKS, SCRATCH, SCRATCH_DEV},
+    parse,
+    skb::{skb_device, Copied, Direct, Fields},
+};
+
+/// `skb->mac_header` when no link-layer header was set (`(u16)~0U`).
+const MAC_UNSET: u16 = 0xffff;
+
+// TP_PROTO(struct sk_buff *skb) for both.
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn vethtrace_dev_ingress(ctx: BtfTracePointContext) -> i32 {
+    trace(ctx.arg(0), hook::TC_INGRESS);
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn vethtrace_dev_egress(ctx: BtfTracePointContext) -> i32 {
+    trace(ctx.arg(0), hook::TC_EGRESS);
+    0
+}
+
+#[inline(always)]
+fn trace(skb: u64, hook: u8) {
+    let o: KernelOffsets = config(|c| &c.offsets);
+    if o.valid == 0 {
+        return;
+    }
+    // The argument is typed from BTF: its fields are plain loads (Direct).
+    let Some((ifindex, cookie)) = skb_device::<Direct>(skb, &o) else {
+        return;
+    };
+    let key = HookKey {
+        netns_cookie: cookie,
+        ifindex,
+        _pad: 0,
+    };
+    // SAFETY: the value is only tested for presence.
+    if unsafe { HOOKS.get(key) }.is_none() {
+        return;
+    }
+    let Some(slot) = SCRATCH.get_ptr_mut(SCRATCH_DEV) else {
+        return;
+    };
+    // SAFETY: this CPU's device-tracepoint slot; a program runs to completion on its CPU.
+    let slot = unsafe { &mut *slot };
+    let ev = &mut slot.event;
+    reset(ev, kind::PACKET, hook);
+    let head: u64 = Direct::get(skb, o.skb_head);
+    let data: u64 = Direct::get(skb, o.skb_data);
+    let len: u32 = Direct::get(skb, o.skb_len);
+    let mac: u16 = Direct::get(skb, o.skb_mac_header);
+    let nh: u16 = Direct::get(skb, o.skb_network_header);
+    ev.mark = Direct::get(skb, o.skb_mark);
+    // The frame from its link-layer header, as a tc program sees it (at ingress the receive
+    // path has already pulled the Ethernet header: `len` counts from `data`). A device without
+    // one (mac == network header) is parsed from the network header, by skb->protocol.
+    let (start, ethertype) = if mac != MAC_UNSET && mac < nh {
+        (mac, 0)
+    } else {
+        (nh, u16::from_be(Direct::get::<u16>(skb, o.skb_protocol)))
+    };
+    let frame = len as i64 + data.wrapping_sub(head) as i64 - start as i64;
+    if head == 0 || frame <= 0 {
+        return;
+    }
+    ev.len = frame as u32;
+    // One probe read copies the headers (and the snapshot) into the slot.
+    let n = (frame as u64).min(SNAP_LEN as u64) as u32;
+    let mut copied = 0;
+    if n > 0 && n <= SNAP_LEN as u32 {
+        // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN;
+        // a bad source address makes the helper fail, not fault.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                slot.snap.as_mut_ptr().cast(),
+                n,
+                (head + start as u64) as *const core::ffi::c_void,
+            )
+        };
+        if rc == 0 {
+            copied = n;
+        }
+    }
+    let bytes = Copied {
+        buf: &slot.snap,
+        len: copied as usize,
+    };
+    let ev = &mut slot.event;
+    ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
+    if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
+        bump(counter::FILTERED);
+        return;
+    }
+    ev.ifindex = ifindex;
+    ev.netns_cookie = cookie;
+    // SAFETY: no preconditions.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    if config(|c| &c.flags) & config_flag::SNAP == 0 || copied == 0 {
+        emit(ev);
+        return;
+    }
+    if ethertype != 0 {
+        ev.flags |= flag::SNAP_L3;
+    }
+    ev.snap_len = copied;
+    emit(slot);
+}
