@@ -31,6 +31,7 @@ impl TcIngress {
                 netns_filter: false,
                 snapshots,
                 ring_bytes: None,
+                device_tracepoints: false,
             },
             device_reads,
         )?;

@@ -29,6 +29,7 @@ fn trace_lab(lab: &Lab) -> Tracer {
             netns_filter: true,
             snapshots: false,
             ring_bytes: None,
+            device_tracepoints: false,
         },
         targets,
         ..Default::default()
@@ -258,6 +259,7 @@ fn tiny_ring_flood_counts_every_event_as_delivered_or_lost() {
             snapshots: false,
             // One page: about 23 records.
             ring_bytes: Some(4096),
+            device_tracepoints: false,
         },
         targets,
         ..Default::default()

@@ -64,6 +64,7 @@ fn trace_lab(lab: &Lab) -> Tracer {
             netns_filter: true,
             snapshots: false,
             ring_bytes: None,
+            device_tracepoints: false,
         },
         targets,
         ..Default::default()

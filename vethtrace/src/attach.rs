@@ -1,50 +1,67 @@
-//! The attach registry: one owner for every tc attachment in every namespace.
+//! The attach registry: one owner for every hook in every namespace.
 //!
 //! Attaching happens on a worker thread that enters each namespace in turn (ifindexes and names
-//! are per namespace). TCX links are tried first; clsact (netlink) is the fallback or can be
-//! forced. Dropping [`Attachments`] detaches everything in reverse order: TCX links by closing
-//! their fds, clsact filters from inside their namespace (a netlink detach from anywhere else
-//! would address the wrong ifindex). In clsact mode, filters named like ours left by a killed
-//! vethtrace are swept before attaching; nothing else's qdiscs or filters are ever touched (the
-//! clsact qdisc is created only when absent, and left in place).
+//! are per namespace). Three mechanisms:
+//! - TCX links (tried first by `--attach-mode auto` and `tcx`), detached by closing their fds;
+//! - clsact qdisc + bpf filter over netlink (the fallback, or forced), detached from inside
+//!   their namespace (a netlink detach from anywhere else would address the wrong ifindex);
+//!   filters named like ours left by a killed vethtrace are swept before attaching, and nothing
+//!   else's qdiscs or filters are ever touched (the clsact qdisc is created only when absent,
+//!   and left in place);
+//! - device tracepoints: the two tp_btf programs the loader attached once for the whole machine
+//!   (net:netif_receive_skb, net:net_dev_queue) record the interfaces whose (netns cookie,
+//!   ifindex) key is in the `HOOKS` map, so "attaching" one is a map insert; they go with the
+//!   programs' fds when the trace ends, kill -9 included.
 //!
 //! One worker thread attaches everything, in turn, on purpose: a TCX link create or release
 //! waits for two RCU grace periods (`tcx_entry_sync`, `bpf_mprog_commit`) while holding the
 //! global RTNL, so attaches from several threads only queue on the RTNL. Measured on the
-//! 2-core, HZ=250 VM with 400 hooks: about 14 ms a hook from one thread and the same total
+//! 2-core, HZ=250 VM with 400 hooks: about 12 ms a hook from one thread and the same total
 //! from four threads at once (bench figure 7), against well under 1 ms a hook with clsact.
+//! That is why `auto` uses the device tracepoints for a trace that starts with more than
+//! [`AUTO_TCX_MAX_HOOKS`] hooks.
 
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
+    maps::HashMap as BpfHashMap,
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
     },
     Ebpf,
 };
-use vethtrace_common::names;
+use vethtrace_common::{names, HookKey};
 
 use crate::netns::{self, NetnsPath};
 
-/// How tc programs are attached.
+/// How the programs are hooked to the interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AttachMode {
-    /// TCX links, falling back to clsact when the kernel has no TCX.
+    /// TCX links (clsact when the kernel has no TCX); device tracepoints when the trace starts
+    /// with more than 32 hooks (a TCX link takes RCU grace periods to attach and detach).
     #[default]
     Auto,
     /// TCX links only (Linux ≥ 6.6).
     Tcx,
     /// clsact qdisc + bpf filter via netlink.
     Clsact,
+    /// tp_btf net:netif_receive_skb and net:net_dev_queue for every interface at once.
+    Tracepoints,
 }
+
+/// The most hooks `auto` attaches with TCX when a trace starts (about 0.4 s at the 12 ms a hook
+/// measured here); a trace with more uses the device tracepoints, whose attach time does not
+/// grow with the number of hooks.
+pub const AUTO_TCX_MAX_HOOKS: usize = 32;
 
 /// The mechanism actually used for one attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
     Tcx,
     Clsact,
+    Tracepoints,
 }
 
 impl std::fmt::Display for Mechanism {
@@ -52,6 +69,7 @@ impl std::fmt::Display for Mechanism {
         f.write_str(match self {
             Mechanism::Tcx => "TCX",
             Mechanism::Clsact => "clsact",
+            Mechanism::Tracepoints => "device tracepoints netif_receive_skb/net_dev_queue",
         })
     }
 }
@@ -76,25 +94,48 @@ pub struct Selection {
     pub ifnames: Vec<String>,
 }
 
+/// One hooked (interface, direction).
+enum Hook {
+    /// A tc program attached with TCX or clsact.
+    Tc(SchedClassifierLink, Mechanism),
+    /// The interface's key in the `HOOKS` map (device tracepoints; one key serves both
+    /// directions, held by the ingress entry).
+    Key(Option<HookKey>),
+}
+
 struct Owned {
     netns: NetnsPath,
     /// The namespace's inode and the interface's ifindex, to release the link when either
     /// is gone (hot attach).
     inode: u64,
     ifindex: u32,
-    link: SchedClassifierLink,
-    mechanism: Mechanism,
+    hook: Hook,
 }
 
 impl Owned {
-    /// Lets go of a link whose interface is gone (deleted, or with its namespace). A TCX link's
-    /// fd is closed: the kernel detached it with the device but the fd stays open until then.
-    /// A clsact filter went with the device; it is forgotten rather than dropped, since its
-    /// netlink detach would address the ifindex in whatever namespace this thread is in.
-    fn release(self) {
-        match self.mechanism {
-            Mechanism::Tcx => drop(self.link),
-            Mechanism::Clsact => std::mem::forget(self.link),
+    fn mechanism(&self) -> Mechanism {
+        match self.hook {
+            Hook::Tc(_, m) => m,
+            Hook::Key(_) => Mechanism::Tracepoints,
+        }
+    }
+
+    /// Lets go of a hook whose interface is gone (deleted, or with its namespace), returning
+    /// the `HOOKS` key to delete, if any. A TCX link's fd is closed: the kernel detached it
+    /// with the device but the fd stays open until then. A clsact filter went with the device;
+    /// it is forgotten rather than dropped, since its netlink detach would address the ifindex
+    /// in whatever namespace this thread is in.
+    fn release(self) -> Option<HookKey> {
+        match self.hook {
+            Hook::Tc(link, Mechanism::Clsact) => {
+                std::mem::forget(link);
+                None
+            }
+            Hook::Tc(link, _) => {
+                drop(link);
+                None
+            }
+            Hook::Key(key) => key,
         }
     }
 }
@@ -118,13 +159,13 @@ impl Attachments {
     }
 
     /// Lets go of everything attached in the namespace `inode`, which is gone, and returns the
-    /// cookies it had. Without this, every TCX link in a deleted namespace keeps its fd open
-    /// for the rest of the trace (four per pod under churn).
-    pub fn release_netns(&mut self, inode: u64) -> Vec<u64> {
+    /// cookies it had and the `HOOKS` keys to delete. Without this, every TCX link in a deleted
+    /// namespace keeps its fd open for the rest of the trace (four per pod under churn).
+    pub fn release_netns(&mut self, inode: u64) -> (Vec<u64>, Vec<HookKey>) {
         let (gone, kept): (Vec<Owned>, Vec<Owned>) =
             self.links.drain(..).partition(|o| o.inode == inode);
         self.links = kept;
-        gone.into_iter().for_each(Owned::release);
+        let keys = gone.into_iter().filter_map(Owned::release).collect();
         let cookies = self
             .namespaces
             .iter()
@@ -132,25 +173,26 @@ impl Attachments {
             .map(|n| n.cookie)
             .collect();
         self.namespaces.retain(|n| n.inode != inode);
-        cookies
+        (cookies, keys)
     }
 
-    /// Lets go of the links on interface `ifindex` of namespace `inode`, which is gone.
-    pub fn release_link(&mut self, inode: u64, ifindex: u32) {
+    /// Lets go of the hooks on interface `ifindex` of namespace `inode`, which is gone, and
+    /// returns the `HOOKS` keys to delete.
+    pub fn release_link(&mut self, inode: u64, ifindex: u32) -> Vec<HookKey> {
         let (gone, kept): (Vec<Owned>, Vec<Owned>) = self
             .links
             .drain(..)
             .partition(|o| o.inode == inode && o.ifindex == ifindex);
         self.links = kept;
-        gone.into_iter().for_each(Owned::release);
         for ns in self.namespaces.iter_mut().filter(|n| n.inode == inode) {
             ns.interfaces.retain(|(i, _)| *i != ifindex);
         }
+        gone.into_iter().filter_map(Owned::release).collect()
     }
 
     /// The mechanisms in use, for the capability line.
     pub fn mechanisms(&self) -> Vec<Mechanism> {
-        let mut m: Vec<Mechanism> = self.links.iter().map(|o| o.mechanism).collect();
+        let mut m: Vec<Mechanism> = self.links.iter().map(Owned::mechanism).collect();
         m.sort_by_key(|m| *m as u8);
         m.dedup();
         m
@@ -161,10 +203,12 @@ impl Drop for Attachments {
     fn drop(&mut self) {
         let mut by_ns: HashMap<NetnsPath, Vec<SchedClassifierLink>> = HashMap::new();
         while let Some(o) = self.links.pop() {
-            match o.mechanism {
+            match o.hook {
                 // Closing the link fd detaches, from any namespace.
-                Mechanism::Tcx => drop(o.link),
-                Mechanism::Clsact => by_ns.entry(o.netns).or_default().push(o.link),
+                Hook::Tc(link, Mechanism::Clsact) => by_ns.entry(o.netns).or_default().push(link),
+                Hook::Tc(link, _) => drop(link),
+                // The keys go with the HOOKS map when the programs are unloaded.
+                Hook::Key(_) => {}
             }
         }
         for (path, links) in by_ns {
@@ -181,15 +225,20 @@ impl Drop for Attachments {
     }
 }
 
-/// Attaches both tc programs to the selected interfaces of every namespace in `targets`.
-/// A namespace that vanished meanwhile is skipped; any other failure detaches what was done
-/// and returns the error.
+/// Hooks the selected interfaces of every namespace in `targets`: both tc programs (`auto`:
+/// TCX, clsact when the kernel has no TCX), or, in `Tracepoints` mode, their keys in the
+/// `HOOKS` map (the loader must have attached the device tracepoints). A namespace that
+/// vanished meanwhile is skipped; any other failure detaches what was done and returns the
+/// error.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     targets: &[NetnsPath],
     selection: &Selection,
     mode: AttachMode,
 ) -> Result<Attachments> {
+    if mode == AttachMode::Tracepoints {
+        return register_all(ebpf, targets, selection);
+    }
     let mut progs: HashMap<&str, &mut SchedClassifier> = HashMap::new();
     for (name, prog) in ebpf.programs_mut() {
         if name == names::TC_INGRESS_PROG || name == names::TC_EGRESS_PROG {
@@ -252,17 +301,7 @@ fn attach_here(
         cookie: netns::cookie_of_current()?,
         interfaces: Vec::new(),
     };
-    let all = nix::net::if_::if_nameindex().context("list interfaces")?;
-    for iface in all.iter() {
-        let name = iface.name().to_string_lossy().into_owned();
-        let wanted = if selection.ifnames.is_empty() {
-            name != "lo"
-        } else {
-            selection.ifnames.contains(&name)
-        };
-        if !wanted {
-            continue;
-        }
+    for (ifindex, name) in selected_here(selection)? {
         for (prog, dir) in [
             (&mut *ingress, TcAttachType::Ingress),
             (&mut *egress, TcAttachType::Egress),
@@ -272,14 +311,114 @@ fn attach_here(
             links.push(Owned {
                 netns: path.to_path_buf(),
                 inode: ns.inode,
-                ifindex: iface.index(),
-                link,
-                mechanism,
+                ifindex,
+                hook: Hook::Tc(link, mechanism),
             });
         }
-        ns.interfaces.push((iface.index(), name));
+        ns.interfaces.push((ifindex, name));
     }
     Ok(ns)
+}
+
+/// (ifindex, name) of the interfaces of the current namespace that `selection` wants.
+fn selected_here(selection: &Selection) -> Result<Vec<(u32, String)>> {
+    let all = nix::net::if_::if_nameindex().context("list interfaces")?;
+    Ok(all
+        .iter()
+        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+        .filter(|(_, name)| {
+            if selection.ifnames.is_empty() {
+                name != "lo"
+            } else {
+                selection.ifnames.contains(name)
+            }
+        })
+        .collect())
+}
+
+/// The selected interfaces of every namespace in `targets` (namespaces that vanished are
+/// skipped): what attaching would hook, without attaching anything.
+pub fn survey(targets: &[NetnsPath], selection: &Selection) -> Result<Vec<AttachedNetns>> {
+    let mut out = Vec::new();
+    for r in netns::run_in_each(targets, |path| {
+        Ok(AttachedNetns {
+            path: path.to_path_buf(),
+            inode: netns::inode(path)?,
+            cookie: netns::cookie_of_current()?,
+            interfaces: selected_here(selection)?,
+        })
+    }) {
+        match r {
+            Ok(ns) => out.push(ns),
+            Err(e) if netns::vanished(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The number of (interface, direction) hooks in a survey.
+pub fn hook_count(survey: &[AttachedNetns]) -> usize {
+    survey.iter().map(|n| 2 * n.interfaces.len()).sum()
+}
+
+/// What `mode` means for a trace that starts with the hooks of `survey`: `auto` becomes the
+/// device tracepoints past [`AUTO_TCX_MAX_HOOKS`]; any other mode stays as asked.
+pub fn resolve(mode: AttachMode, survey: &[AttachedNetns]) -> AttachMode {
+    if mode == AttachMode::Auto && hook_count(survey) > AUTO_TCX_MAX_HOOKS {
+        AttachMode::Tracepoints
+    } else {
+        mode
+    }
+}
+
+/// Device tracepoints: inserts one `HOOKS` key per selected interface.
+fn register_all(
+    ebpf: &mut Ebpf,
+    targets: &[NetnsPath],
+    selection: &Selection,
+) -> Result<Attachments> {
+    let namespaces = survey(targets, selection)?;
+    let mut map: BpfHashMap<_, HookKey, u8> = BpfHashMap::try_from(
+        ebpf.map_mut(names::HOOKS_MAP)
+            .context("the eBPF object has no HOOKS map: rebuild it")?,
+    )?;
+    let mut links = Vec::new();
+    for ns in &namespaces {
+        for (ifindex, name) in &ns.interfaces {
+            let key = HookKey {
+                netns_cookie: ns.cookie,
+                ifindex: *ifindex,
+                _pad: 0,
+            };
+            map.insert(key, 1, 0)
+                .with_context(|| format!("hook {name} in {}", ns.path.display()))?;
+            for hook in [Hook::Key(Some(key)), Hook::Key(None)] {
+                links.push(Owned {
+                    netns: ns.path.clone(),
+                    inode: ns.inode,
+                    ifindex: *ifindex,
+                    hook,
+                });
+            }
+        }
+    }
+    Ok(Attachments { links, namespaces })
+}
+
+/// Deletes device-tracepoint keys of interfaces that are gone.
+pub fn unregister(ebpf: &mut Ebpf, keys: &[HookKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Some(Ok(mut map)) = ebpf
+        .map_mut(names::HOOKS_MAP)
+        .map(BpfHashMap::<_, HookKey, u8>::try_from)
+    {
+        for k in keys {
+            let _ = map.remove(k);
+        }
+    }
 }
 
 fn attach_one(
@@ -331,4 +470,38 @@ fn attach_one(
         }),
     )?;
     Ok((prog.take_link(id)?, Mechanism::Clsact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn survey(interfaces_per_ns: &[usize]) -> Vec<AttachedNetns> {
+        interfaces_per_ns
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| AttachedNetns {
+                path: format!("/run/netns/ns{k}").into(),
+                inode: k as u64,
+                cookie: k as u64 + 100,
+                interfaces: (0..n).map(|i| (i as u32 + 2, format!("eth{i}"))).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auto_switches_to_tracepoints_past_the_tcx_limit() {
+        // 16 interfaces = 32 hooks: still TCX; one more interface tips it.
+        let at_limit = survey(&[6, 10]);
+        assert_eq!(hook_count(&at_limit), AUTO_TCX_MAX_HOOKS);
+        assert_eq!(resolve(AttachMode::Auto, &at_limit), AttachMode::Auto);
+        let past = survey(&[6, 10, 1]);
+        assert_eq!(resolve(AttachMode::Auto, &past), AttachMode::Tracepoints);
+        // Explicit modes are never changed.
+        for m in [AttachMode::Tcx, AttachMode::Clsact, AttachMode::Tracepoints] {
+            assert_eq!(resolve(m, &past), m);
+            assert_eq!(resolve(m, &survey(&[1])), m);
+        }
+        assert_eq!(resolve(AttachMode::Auto, &[]), AttachMode::Auto);
+    }
 }

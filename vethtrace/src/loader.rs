@@ -26,6 +26,10 @@ pub struct LoadOptions {
     pub netns_filter: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size); default 4 MiB.
     pub ring_bytes: Option<u32>,
+    /// Attach the device tracepoints (net:netif_receive_skb, net:net_dev_queue), which record
+    /// the interfaces registered in the `HOOKS` map (`--attach-mode tracepoints`). Loading
+    /// fails when they cannot be attached.
+    pub device_tracepoints: bool,
 }
 
 /// How drops are observed on this kernel.
@@ -199,10 +203,14 @@ fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
     // The tracing programs resolve their attach points in the kernel's BTF: one parse for
     // all of them, dropped once they are attached.
     let wants_btf = drop_layer == DropLayer::KfreeSkb
-        || matches!(netfilter_layer, NetfilterLayer::NftDoChain(_));
+        || matches!(netfilter_layer, NetfilterLayer::NftDoChain(_))
+        || opts.device_tracepoints;
     if wants_btf {
         match Btf::from_sys_fs().context("read the kernel BTF") {
             Ok(btf) => {
+                if opts.device_tracepoints {
+                    attach_device_tracepoints(&mut ebpf, &btf)?;
+                }
                 if drop_layer == DropLayer::KfreeSkb {
                     if let Err(e) = attach_kfree_skb(&mut ebpf, &btf) {
                         drop_layer = DropLayer::Unavailable(format!("{e:#}"));
@@ -214,6 +222,7 @@ fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
                     }
                 }
             }
+            Err(e) if opts.device_tracepoints => return Err(e),
             Err(e) => {
                 let why = format!("{e:#}");
                 if drop_layer == DropLayer::KfreeSkb {
@@ -319,6 +328,25 @@ fn attach_kfree_skb(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
     prog.load("kfree_skb", btf)
         .context("load tp_btf/kfree_skb")?;
     prog.attach().context("attach tp_btf/kfree_skb")?;
+    Ok(())
+}
+
+/// The device tracepoints: tp_btf net:netif_receive_skb (ingress) and net:net_dev_queue
+/// (egress), attached once for every device of the machine.
+fn attach_device_tracepoints(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    for (name, tracepoint) in [
+        (names::DEV_INGRESS_PROG, "netif_receive_skb"),
+        (names::DEV_EGRESS_PROG, "net_dev_queue"),
+    ] {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the eBPF object has no program {name}: rebuild it"))?
+            .try_into()?;
+        prog.load(tracepoint, btf)
+            .with_context(|| format!("load tp_btf/{tracepoint} (device tracepoints)"))?;
+        prog.attach()
+            .with_context(|| format!("attach tp_btf/{tracepoint} (device tracepoints)"))?;
+    }
     Ok(())
 }
 

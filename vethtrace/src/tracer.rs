@@ -41,11 +41,35 @@ pub struct Tracer {
 
 impl Tracer {
     /// Checks privileges, loads the programs and attaches them in every target namespace.
+    ///
+    /// `auto` becomes the device tracepoints when the targets hold more than
+    /// [`attach::AUTO_TCX_MAX_HOOKS`] hooks (falling back to tc hooks if the kernel refuses
+    /// them), and stays tc hooks otherwise; hot attach later uses the same mechanism.
     pub fn start(opts: &TracerOptions) -> Result<Tracer> {
         crate::privileges::require_tracing()?;
-        let mut loaded = loader::load(&opts.load)?;
         let paths: Vec<NetnsPath> = opts.targets.iter().map(|t| t.path.clone()).collect();
-        let attachments = attach::attach_all(&mut loaded.ebpf, &paths, &opts.selection, opts.mode)?;
+        let mut mode = match opts.mode {
+            AttachMode::Auto => {
+                attach::resolve(opts.mode, &attach::survey(&paths, &opts.selection)?)
+            }
+            m => m,
+        };
+        let mut load = opts.load.clone();
+        load.device_tracepoints = mode == AttachMode::Tracepoints;
+        let mut loaded = match loader::load(&load) {
+            Err(_) if opts.mode == AttachMode::Auto && load.device_tracepoints => {
+                mode = AttachMode::Auto;
+                load.device_tracepoints = false;
+                loader::load(&load)?
+            }
+            Err(e) if load.device_tracepoints => {
+                return Err(e.context(
+                    "the device tracepoints cannot be used on this kernel: use --attach-mode tcx or clsact",
+                ))
+            }
+            r => r?,
+        };
+        let attachments = attach::attach_all(&mut loaded.ebpf, &paths, &opts.selection, mode)?;
         if opts.load.netns_filter {
             for ns in &attachments.namespaces {
                 loader::register_netns(&mut loaded.ebpf, ns.cookie)?;
@@ -71,7 +95,7 @@ impl Tracer {
         };
         Ok(Tracer {
             attachments,
-            mode: opts.mode,
+            mode,
             netns_filter: opts.load.netns_filter,
             reader,
             loaded,
@@ -162,7 +186,8 @@ impl Tracer {
     /// A traced namespace is gone: its links are released and its cookie no longer counts
     /// for drops (the NETNS map is bounded; cookies are never reused).
     pub fn forget_netns(&mut self, inode: u64) {
-        let cookies = self.attachments.release_netns(inode);
+        let (cookies, keys) = self.attachments.release_netns(inode);
+        attach::unregister(&mut self.loaded.ebpf, &keys);
         if self.netns_filter {
             for cookie in cookies {
                 loader::unregister_netns(&mut self.loaded.ebpf, cookie);
@@ -172,7 +197,8 @@ impl Tracer {
 
     /// A traced interface is gone: its links are released.
     pub fn forget_interface(&mut self, inode: u64, ifindex: u32) {
-        self.attachments.release_link(inode, ifindex);
+        let keys = self.attachments.release_link(inode, ifindex);
+        attach::unregister(&mut self.loaded.ebpf, &keys);
     }
 
     /// A traced interface was renamed.

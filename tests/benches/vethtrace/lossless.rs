@@ -114,6 +114,7 @@ fn traffic_context(lab: &Lab, sec: &mut Section) -> Result<()> {
             netns_filter: true,
             snapshots: false,
             ring_bytes: None,
+            device_tracepoints: false,
         },
         targets,
         selection: Selection::default(),

@@ -257,6 +257,7 @@ impl Bare {
             netns_filter: false,
             snapshots: false,
             ring_bytes: Some(16 << 20),
+            device_tracepoints: false,
         })?;
         let reader = EventReader::new(&mut loaded.ebpf)?;
         Ok(Bare { loaded, reader })

@@ -44,6 +44,7 @@ impl Session {
             netns_filter: true,
             snapshots: false,
             ring_bytes,
+            device_tracepoints: false,
         })?;
         let roles = lab.roles();
         let paths: Vec<_> = roles.iter().map(|(_, ns)| netns::named(ns)).collect();

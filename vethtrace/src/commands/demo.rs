@@ -15,7 +15,8 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// How to attach the tc programs.
+    /// How to hook the interfaces: tc programs (TCX links or clsact filters) on each, or two
+    /// device tracepoints for all of them.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
 }

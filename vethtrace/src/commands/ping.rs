@@ -68,7 +68,8 @@ pub struct PingArgs {
     /// Trace only these namespaces (repeatable); default: every namespace.
     #[arg(long = "netns", value_name = "NS")]
     pub netns: Vec<String>,
-    /// How to attach the tc programs.
+    /// How to hook the interfaces: tc programs (TCX links or clsact filters) on each, or two
+    /// device tracepoints for all of them.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
 }
@@ -197,6 +198,7 @@ pub fn run_with_names(
             netns_filter: true,
             snapshots: false,
             ring_bytes: None,
+            device_tracepoints: false,
         },
         targets: topo
             .namespaces

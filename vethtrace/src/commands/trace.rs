@@ -59,7 +59,8 @@ pub struct TraceArgs {
     /// Create this file once every program is attached (for scripts and tests).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
-    /// How to attach the tc programs.
+    /// How to hook the interfaces: tc programs (TCX links or clsact filters) on each, or two
+    /// device tracepoints for all of them.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
     /// Ring buffer size in KiB (a power of two, at least 4).
@@ -135,6 +136,7 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
             netns_filter: true,
             snapshots: args.write.is_some(),
             ring_bytes: Some(plan.ring_bytes),
+            device_tracepoints: false,
         },
         targets,
         selection: Selection {
