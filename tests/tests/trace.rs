@@ -283,6 +283,111 @@ fn kill_9_leaves_no_program_attached() {
     }
 }
 
+#[test]
+fn tracepoints_mode_gives_the_same_json_hops() {
+    if !vethtrace_tests::privileged("tracepoints_mode_gives_the_same_json_hops") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let ns = |r: &str| lab.netns(r).expect("role").to_string();
+    let args = [
+        "--attach-mode",
+        "tracepoints",
+        "--json",
+        "-c",
+        "2",
+        "--duration",
+        "20",
+        "icmp",
+    ];
+    let trace = Trace::start(&lab, &args);
+    assert!(lab
+        .ping("ns01", lab.addr("ns02").expect("addr"), 1)
+        .expect("ping"));
+    let lines = ndjson(&trace.finish());
+    let req = packet_with_icmp_type(&lines, 8);
+    assert_eq!(
+        hops(&lines, req),
+        [
+            format!("{} veth01 egress", ns("ns01")),
+            format!("{} br-veth01 ingress", ns("node")),
+            format!("{} br-veth02 egress", ns("node")),
+            format!("{} veth02 ingress", ns("ns02")),
+        ]
+    );
+    let first = lines.iter().find(|l| l["packet"] == req).expect("hop");
+    assert_eq!(first["len"], 98);
+    assert_eq!(first["src"], "192.168.88.11");
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["events"], 8);
+    assert_eq!(summary["lost"], 0);
+    let attach = summary["attach"].as_str().expect("attach");
+    assert!(
+        attach.starts_with("10 hooks on 5 interfaces in 3 namespaces (device tracepoints"),
+        "{attach}"
+    );
+    // Nothing is attached to the lab's interfaces in this mode.
+    assert_eq!(vethtrace_tests::programs_in(&lab), Vec::<String>::new());
+}
+
+/// The BPF program ids the process holds (its fds' `prog_id` in /proc/PID/fdinfo: programs,
+/// and the links that keep them attached).
+fn program_ids(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = std::fs::read_to_string(fd.expect("entry").path()).unwrap_or_default();
+        ids.extend(text.lines().filter_map(|l| {
+            l.strip_prefix("prog_id:")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        }));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn kill_9_in_tracepoints_mode_unloads_every_program() {
+    if !vethtrace_tests::privileged("kill_9_in_tracepoints_mode_unloads_every_program") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let trace = Trace::start(&lab, &["--attach-mode", "tracepoints", "icmp"]);
+    let ids = program_ids(trace.pid());
+    let names: Vec<String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .collect();
+    // Both device tracepoints (names cut at 15 bytes by the kernel) and the drop program.
+    for want in ["vethtrace_dev_i", "vethtrace_dev_e", "vethtrace_kfree"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let pid = trace.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill");
+    drop(trace);
+    let start = Instant::now();
+    loop {
+        let left: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "programs still loaded after kill -9: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(vethtrace_tests::binary())
         .args(args)

@@ -1,0 +1,339 @@
+//! The device tracepoints (`--attach-mode tracepoints`, and `auto` for traces that start with
+//! many hooks): tp_btf net:netif_receive_skb and net:net_dev_queue for the whole machine, with
+//! the traced interfaces as keys of the HOOKS map. They must give the very hops, fields and
+//! drops the tc hooks give, only for the interfaces registered, and follow hot attach/forget.
+
+use std::time::Duration;
+
+use vethtrace::{
+    attach::{AttachMode, Mechanism, AUTO_TCX_MAX_HOOKS},
+    correlate::{correlate, PacketPath},
+    decode::What,
+    filter::Filter,
+    lab::{Fault, Lab, LabKind},
+    loader::LoadOptions,
+    netns,
+    tracer::{Target, Tracer, TracerOptions},
+};
+
+fn trace_lab(lab: &Lab, mode: AttachMode) -> Tracer {
+    let targets = lab
+        .roles()
+        .into_iter()
+        .map(|(role, ns)| Target {
+            path: netns::named(ns),
+            name: role.to_string(),
+        })
+        .collect();
+    Tracer::start(&TracerOptions {
+        load: LoadOptions {
+            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
+            drops: true,
+            netns_filter: true,
+            ..Default::default()
+        },
+        targets,
+        mode,
+        ..Default::default()
+    })
+    .expect("tracer starts")
+}
+
+fn probe(lab: &Lab, tracer: &mut Tracer, from: &str, to: &str) -> (bool, Vec<PacketPath>) {
+    let dst = lab.addr(to).expect("address");
+    let replied = lab.ping(from, dst, 1).expect("ping runs");
+    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+    (replied, correlate(obs))
+}
+
+fn hops(p: &PacketPath) -> Vec<String> {
+    p.hops
+        .iter()
+        .filter_map(|h| match &h.what {
+            What::Hook(dir) => Some(format!(
+                "{} {} {dir}",
+                h.netns,
+                h.ifname.as_deref().unwrap_or("?")
+            )),
+            What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
+            What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
+            What::Netfilter { .. } => None,
+        })
+        .collect()
+}
+
+/// What a hop recorded of the packet, beyond where: length, mark, the parsed flows.
+fn fields(p: &PacketPath) -> Vec<String> {
+    p.hops
+        .iter()
+        .filter(|h| matches!(h.what, What::Hook(_)))
+        .map(|h| format!("{} {} {:?} {:?}", h.len, h.mark, h.outer, h.inner))
+        .collect()
+}
+
+fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
+    let matching: Vec<&PacketPath> = paths
+        .iter()
+        .filter(|p| p.flow().icmp_type == icmp_type)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "exactly one ICMP type {icmp_type} packet in {paths:#?}"
+    );
+    matching[0]
+}
+
+#[test]
+fn bridge_lab_hops_and_fields_match_the_tc_hooks() {
+    if !vethtrace_tests::privileged("bridge_lab_hops_and_fields_match_the_tc_hooks") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let mut seen = Vec::new();
+    for mode in [AttachMode::Tcx, AttachMode::Tracepoints] {
+        let mut tracer = trace_lab(&lab, mode);
+        let expect = match mode {
+            AttachMode::Tracepoints => Mechanism::Tracepoints,
+            _ => Mechanism::Tcx,
+        };
+        assert_eq!(tracer.attachments().mechanisms(), [expect]);
+        // 5 interfaces (veth01, veth02, br01, br-veth01, br-veth02), both directions.
+        assert_eq!(tracer.attachments().hooks(), 10);
+        let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
+        assert!(replied, "{mode:?}");
+        let (req, rep) = (echo(&paths, 8), echo(&paths, 0));
+        assert_eq!(
+            hops(req),
+            [
+                "ns01 veth01 egress",
+                "node br-veth01 ingress",
+                "node br-veth02 egress",
+                "ns02 veth02 ingress"
+            ],
+            "{mode:?}"
+        );
+        assert_eq!(
+            hops(rep),
+            [
+                "ns02 veth02 egress",
+                "node br-veth02 ingress",
+                "node br-veth01 egress",
+                "ns01 veth01 ingress"
+            ],
+            "{mode:?}"
+        );
+        assert!(req.hops.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+        // An echo request of ping's default 56 bytes: 98-byte frames at every hop.
+        assert!(req.hops.iter().all(|h| h.len == 98), "{:?}", fields(req));
+        assert_eq!(tracer.counters().expect("counters").lost, 0);
+        seen.push((fields(req), fields(rep)));
+    }
+    // IP ids, ICMP ids and sequence numbers differ between the two pings: compare the rest.
+    let strip = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|s| {
+                s.split(", ")
+                    .filter(|f| {
+                        !f.starts_with("ip_id")
+                            && !f.starts_with("icmp_id")
+                            && !f.starts_with("icmp_seq")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect()
+    };
+    assert_eq!(strip(&seen[0].0), strip(&seen[1].0));
+    assert_eq!(strip(&seen[0].1), strip(&seen[1].1));
+}
+
+#[test]
+fn flannel_lab_vxlan_hops_through_the_tracepoints() {
+    if !vethtrace_tests::privileged("flannel_lab_vxlan_hops_through_the_tracepoints") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Flannel).expect("lab");
+    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let (replied, paths) = probe(&lab, &mut tracer, "busybox", "nginx");
+    assert!(replied);
+    let req = echo(&paths, 8);
+    let seq = hops(req);
+    // The host veths' names are random; the rest of the path is fixed.
+    assert_eq!(seq.len(), 10, "{seq:#?}");
+    assert_eq!(seq[0], "busybox eth0 egress");
+    assert!(seq[1].starts_with("node1 veth") && seq[1].ends_with(" ingress"));
+    assert_eq!(
+        seq[2..8],
+        [
+            "node1 cni0 ingress",
+            "node1 flannel.1 egress",
+            "node1 eth0 egress",
+            "node2 eth0 ingress",
+            "node2 flannel.1 ingress",
+            "node2 cni0 egress",
+        ]
+    );
+    assert!(seq[8].starts_with("node2 veth") && seq[8].ends_with(" egress"));
+    assert_eq!(seq[9], "nginx eth0 ingress");
+    let underlay: Vec<_> = req
+        .hops
+        .iter()
+        .filter(|h| h.ifname.as_deref() == Some("eth0") && h.netns.starts_with("node"))
+        .collect();
+    assert_eq!(underlay.len(), 2);
+    for h in underlay {
+        let inner = h.inner.expect("encapsulated");
+        assert_eq!(inner.icmp_type, 8);
+        assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
+        // 98-byte inner frame + 50 bytes of VXLAN over IPv4 + Ethernet.
+        assert_eq!(h.len, 148);
+    }
+    assert_eq!(hops(echo(&paths, 0)).len(), 10);
+}
+
+#[test]
+fn forward_drop_is_pinned_after_the_tracepoint_ingress_hop() {
+    if !vethtrace_tests::privileged("forward_drop_is_pinned_after_the_tracepoint_ingress_hop") {
+        return;
+    }
+    let mut lab = Lab::create(LabKind::Bridge).expect("lab");
+    lab.enable(Fault::ForwardDrop).expect("fault");
+    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
+    assert!(!replied);
+    assert_eq!(
+        hops(echo(&paths, 8)),
+        [
+            "ns01 veth01 egress",
+            "node br-veth01 ingress",
+            "drop node NETFILTER_DROP"
+        ]
+    );
+}
+
+#[test]
+fn only_registered_interfaces_are_recorded_and_forgetting_one_stops_it() {
+    if !vethtrace_tests::privileged(
+        "only_registered_interfaces_are_recorded_and_forgetting_one_stops_it",
+    ) {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    // Another lab pinging at the same time: its devices fire the same tracepoints.
+    let other = Lab::create(LabKind::Bridge).expect("lab");
+    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    assert!(other
+        .ping("ns01", other.addr("ns02").expect("addr"), 2)
+        .expect("ping"));
+    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(2));
+    assert!(obs.is_empty(), "saw another lab's packets: {obs:#?}");
+
+    let node = tracer
+        .attachments()
+        .namespaces
+        .iter()
+        .find(|n| n.path == netns::named(lab.netns("node").expect("node")))
+        .expect("node namespace attached")
+        .clone();
+    let (ifindex, _) = node
+        .interfaces
+        .iter()
+        .find(|(_, name)| name == "br-veth02")
+        .expect("br-veth02 hooked")
+        .clone();
+    tracer.forget_interface(node.inode, ifindex);
+    assert_eq!(tracer.attachments().hooks(), 8);
+    let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
+    assert!(replied);
+    assert_eq!(
+        hops(echo(&paths, 8)),
+        [
+            "ns01 veth01 egress",
+            "node br-veth01 ingress",
+            "ns02 veth02 ingress"
+        ]
+    );
+}
+
+/// `auto` keeps TCX for a small trace and switches to the device tracepoints past
+/// AUTO_TCX_MAX_HOOKS (veth pairs added inside the lab's node namespace push it over).
+#[test]
+fn auto_chooses_tracepoints_only_for_many_hooks() {
+    if !vethtrace_tests::privileged("auto_chooses_tracepoints_only_for_many_hooks") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    {
+        let tracer = trace_lab(&lab, AttachMode::Auto);
+        assert_eq!(tracer.attachments().mechanisms(), [Mechanism::Tcx]);
+        assert!(
+            tracer.capabilities().contains("(TCX)"),
+            "{}",
+            tracer.capabilities()
+        );
+    }
+    // 10 hooks so far; each pair (both ends in the node) adds 4.
+    let pairs = (AUTO_TCX_MAX_HOOKS - 10) / 4 + 1;
+    for i in 0..pairs {
+        let (a, b) = (format!("vtxa{i}"), format!("vtxb{i}"));
+        let argv = ["ip", "link", "add", &a, "type", "veth", "peer", "name", &b];
+        let out = lab.exec("node", &argv).expect("ip link add");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut tracer = trace_lab(&lab, AttachMode::Auto);
+    assert_eq!(tracer.attachments().mechanisms(), [Mechanism::Tracepoints]);
+    assert_eq!(tracer.attachments().hooks(), 10 + 4 * pairs);
+    assert!(
+        tracer.capabilities().contains("device tracepoints"),
+        "{}",
+        tracer.capabilities()
+    );
+    let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
+    assert!(replied);
+    assert_eq!(
+        hops(echo(&paths, 8)),
+        [
+            "ns01 veth01 egress",
+            "node br-veth01 ingress",
+            "node br-veth02 egress",
+            "ns02 veth02 ingress"
+        ]
+    );
+    // Nothing was attached to any interface: no TCX program, no clsact filter in the lab.
+    assert_eq!(vethtrace_tests::programs_in(&lab), Vec::<String>::new());
+}
+
+#[test]
+fn hot_attach_registers_a_new_namespace() {
+    if !vethtrace_tests::privileged("hot_attach_registers_a_new_namespace") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let pair = Lab::create(LabKind::Pair).expect("lab");
+    let a = netns::named(pair.netns("a").expect("a"));
+    let hooked = tracer
+        .attach_more(&a, "a", &vethtrace::attach::Selection::default())
+        .expect("attach more");
+    assert_eq!(
+        hooked.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+        ["eth0"]
+    );
+    assert_eq!(tracer.attachments().hooks(), 12);
+    let (replied, paths) = probe(&pair, &mut tracer, "a", "b");
+    assert!(replied);
+    // b is not traced: only a's two hooks.
+    assert_eq!(hops(echo(&paths, 8)), ["a eth0 egress"]);
+    assert_eq!(hops(echo(&paths, 0)), ["a eth0 ingress"]);
+    tracer.forget_netns(vethtrace::netns::inode(&a).expect("inode"));
+    assert_eq!(tracer.attachments().hooks(), 10);
+    assert!(pair
+        .ping("a", pair.addr("b").expect("addr"), 1)
+        .expect("ping"));
+    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(2));
+    assert!(
+        obs.is_empty(),
+        "a forgotten namespace still recorded: {obs:#?}"
+    );
+}
