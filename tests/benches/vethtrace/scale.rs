@@ -1,8 +1,10 @@
 //! Figure 7: a host with 100 pods. [`Fleet`] builds 100 namespaces, each with one veth whose
 //! peer sits in a shared node namespace (100 + 100 veths, links left down so nothing moves on
-//! them), then this measures `attach::attach_all` over all 101 namespaces (400 hooks),
-//! `topology::discover` of them, and the release `vethtrace trace` on them: its RSS and its CPU
-//! use while idle.
+//! them), then this measures attaching to all 101 namespaces (400 hooks) the way a trace does
+//! by default (`auto`, which for 400 hooks means the device tracepoints: survey, then one
+//! HOOKS key per interface), the same with TCX links and with clsact filters for comparison,
+//! `topology::discover` of them, and the release `vethtrace trace` on them: start-up time,
+//! RSS and CPU use while idle (and start-up with `--attach-mode tcx`).
 //!
 //! TCX attach time is the kernel's: each link create (and release) waits for two RCU grace
 //! periods while holding the global RTNL. The figures show it: the cost per hook, and the same
@@ -130,6 +132,34 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
     let build_time = built.elapsed();
     let paths: Vec<_> = fleet.names.iter().map(|n| netns::named(n)).collect();
 
+    // The default: what `Tracer::start` does for `auto` (survey, resolve, attach).
+    let mut tp_loaded = loader::load(&LoadOptions {
+        device_tracepoints: true,
+        ..LoadOptions::default()
+    })?;
+    let mut default_s = Vec::new();
+    let mut default_mode = AttachMode::Auto;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let survey = attach::survey(&paths, &Selection::default())?;
+        default_mode = attach::resolve(AttachMode::Auto, &survey);
+        let a = attach::attach_all(
+            &mut tp_loaded.ebpf,
+            &paths,
+            &Selection::default(),
+            default_mode,
+        )?;
+        default_s.push(t.elapsed().as_secs_f64());
+        if a.hooks() != PODS * 4 {
+            bail!(
+                "auto attach made {} hooks, expected {}",
+                a.hooks(),
+                PODS * 4
+            );
+        }
+    }
+    drop(tp_loaded);
+
     let mut loaded = loader::load(&LoadOptions::default())?;
     let (mut attach_s, mut detach_s) = (Vec::new(), Vec::new());
     let mut hooks = 0;
@@ -215,15 +245,25 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
     let per_hook = Sample::new(attach_s.iter().map(|s| s / hooks as f64).collect());
     sec.figure(
         format!(
-            "attach_all: {} namespaces, {hooks} hooks ({mechanisms})",
-            paths.len()
+            "attach {} namespaces, {hooks} hooks, default mode (auto → {})",
+            paths.len(),
+            match default_mode {
+                AttachMode::Tracepoints => "device tracepoints",
+                _ => "TCX",
+            }
         ),
         Unit::Secs,
         Budget::AtMost(1.0),
+        Sample::new(default_s),
+    );
+    sec.figure(
+        format!("attach_all with {mechanisms} links"),
+        Unit::Secs,
+        Budget::Info,
         Sample::new(attach_s),
     );
     sec.figure(
-        format!("attach_all per hook ({mechanisms})"),
+        format!("attach_all per hook ({mechanisms} links)"),
         Unit::Secs,
         Budget::Info,
         per_hook,
@@ -235,7 +275,7 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
         Sample::new(concurrent_s),
     );
     sec.figure(
-        "detach all (drop Attachments)",
+        format!("detach all {mechanisms} links (drop Attachments)"),
         Unit::Secs,
         Budget::Info,
         Sample::new(detach_s),
@@ -271,7 +311,20 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
     );
 
     match cli {
-        Ok(bin) => cli_figures(sec, bin, &fleet)?,
+        Ok(bin) => {
+            cli_figures(sec, bin, &fleet)?;
+            let tcx = cli_start(bin, &fleet, &["--attach-mode", "tcx"])?;
+            sec.figure(
+                format!(
+                    "vethtrace trace --attach-mode tcx --netns ×{}: start to ready",
+                    fleet.names.len()
+                ),
+                Unit::Secs,
+                Budget::Info,
+                Sample::new(vec![tcx.startup]),
+            );
+            drop(tcx);
+        }
         Err(why) => {
             for (f, u, b) in [
                 (
@@ -285,6 +338,13 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
             }
         }
     }
+    sec.note(format!(
+        "the default (`auto`) hooks a trace that starts with more than {} hooks through the device \
+         tracepoints (tp_btf net:netif_receive_skb and net:net_dev_queue, attached once, plus one HOOKS \
+         map key per interface): its time is the namespace survey and the map inserts, whatever the \
+         number of hooks; TCX and clsact rows are the per-interface mechanisms, for comparison",
+        attach::AUTO_TCX_MAX_HOOKS
+    ));
     sec.note(
         "TCX: tcx_link_attach and tcx_link_release hold the global RTNL across two synchronize_rcu() \
          (tcx_entry_sync, bpf_mprog_commit), so hooks attach one grace-period pair at a time whatever \
@@ -298,13 +358,35 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
     Ok(())
 }
 
-/// The release `vethtrace trace --netns …` on every fleet namespace: start-up time, RSS, and
-/// CPU used while nothing moves.
-fn cli_figures(sec: &mut Section, bin: &Path, fleet: &Fleet) -> Result<()> {
+/// A release `vethtrace trace --netns …` on every fleet namespace, ready; stopped with SIGTERM
+/// when dropped.
+struct Started {
+    trace: ChildGuard,
+    pid: u32,
+    /// Seconds from spawn to the ready file.
+    startup: f64,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(c) = self.trace.0.as_mut() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let until = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn cli_start(bin: &Path, fleet: &Fleet, extra: &[&str]) -> Result<Started> {
     let ready = std::env::temp_dir().join(format!("vethtrace-bench-{}-ready", std::process::id()));
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin);
-    cmd.arg("trace");
+    cmd.arg("trace").args(extra);
     for n in &fleet.names {
         cmd.args(["--netns", n]);
     }
@@ -319,6 +401,18 @@ fn cli_figures(sec: &mut Section, bin: &Path, fleet: &Fleet) -> Result<()> {
     wait_ready(&mut trace, &ready, Duration::from_secs(60))?;
     let startup = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&ready);
+    Ok(Started {
+        trace,
+        pid,
+        startup,
+    })
+}
+
+/// The release `vethtrace trace --netns …` on every fleet namespace: start-up time, RSS, and
+/// CPU used while nothing moves.
+fn cli_figures(sec: &mut Section, bin: &Path, fleet: &Fleet) -> Result<()> {
+    let started = cli_start(bin, fleet, &[])?;
+    let (pid, startup) = (started.pid, started.startup);
     std::thread::sleep(Duration::from_secs(1));
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -349,21 +443,11 @@ fn cli_figures(sec: &mut Section, bin: &Path, fleet: &Fleet) -> Result<()> {
     let stat_pct = 100.0 * ticks as f64 / clk_tck() / idle_secs;
     let wakeups_per_sec = wakeups(pid)?.saturating_sub(switches0) as f64 / idle_secs;
 
-    if let Some(c) = trace.0.as_mut() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::SIGTERM,
-        );
-        let until = Instant::now() + Duration::from_secs(5);
-        while c.try_wait()?.is_none() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    drop(trace);
+    drop(started);
 
     sec.figure(
         format!(
-            "vethtrace trace --netns ×{}: start to ready",
+            "vethtrace trace --netns ×{} (default mode): start to ready",
             fleet.names.len()
         ),
         Unit::Secs,
