@@ -27,8 +27,8 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, multiple of the page size); default 4 MiB.
     pub ring_bytes: Option<u32>,
     /// Attach the device tracepoints (net:netif_receive_skb, net:net_dev_queue), which record
-    /// the interfaces registered in the `HOOKS` map (`--attach-mode tracepoints`). Loading
-    /// fails when they cannot be attached.
+    /// the interfaces registered in the `HOOKS` map (`--attach-mode tracepoints`), instead of
+    /// loading the tc programs. Loading fails when they cannot be attached.
     pub device_tracepoints: bool,
 }
 
@@ -191,7 +191,14 @@ fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
             .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?
     };
 
-    for name in [names::TC_INGRESS_PROG, names::TC_EGRESS_PROG] {
+    // With the device tracepoints nothing is attached to tc (hot attach included): the tc
+    // programs are not loaded, which saves their verification (the longest part of a load).
+    let tc_programs: &[&str] = if opts.device_tracepoints {
+        &[]
+    } else {
+        &[names::TC_INGRESS_PROG, names::TC_EGRESS_PROG]
+    };
+    for &name in tc_programs {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("the eBPF object has no program {name}: rebuild it"))?
