@@ -495,6 +495,19 @@ fn a_pod_namespace_and_veth_created_during_the_trace_are_traced() {
     {
         return;
     }
+    hot_attach(&[]);
+}
+
+#[test]
+fn hot_attach_with_the_device_tracepoints() {
+    if !vethtrace_tests::privileged("hot_attach_with_the_device_tracepoints") {
+        return;
+    }
+    hot_attach(&["--attach-mode", "tracepoints"]);
+}
+
+/// A pod namespace and its veth created while `vethtrace trace ARGS` runs are traced.
+fn hot_attach(args: &[&str]) {
     let lab = Lab::create(LabKind::Pair).expect("lab");
     let b = lab.netns("b").expect("b").to_string();
     let pattern = format!("{}*", lab.prefix());
@@ -511,6 +524,7 @@ fn a_pod_namespace_and_veth_created_during_the_trace_are_traced() {
             "--netns",
             &pattern,
         ])
+        .args(args)
         .arg("--ready-file")
         .arg(&ready)
         .arg("icmp")
