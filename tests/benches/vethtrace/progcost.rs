@@ -20,6 +20,7 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use vethtrace::{
+    attach::AttachMode,
     events::{EventReader, DRAIN_INTERVAL},
     filter::Filter,
     lab::Lab,
@@ -66,13 +67,17 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
         } else {
             [false, true]
         };
-        for emitting in order {
+        // tc hooks (TCX), then the device tracepoints, each emitting and filtered out.
+        let trials = [AttachMode::Auto, AttachMode::Tracepoints]
+            .into_iter()
+            .flat_map(|m| order.map(|e| (m, e)));
+        for (mode, emitting) in trials {
             let filter = if emitting {
                 emit_filter.as_str()
             } else {
                 MATCH_NOTHING
             };
-            let mut s = Session::start(lab, filter, None)?;
+            let mut s = Session::start_with(lab, filter, None, mode)?;
             let before = s.run_stats()?;
             let floor_before = floor_prog.stats()?;
             traffic::iperf3(
@@ -134,14 +139,19 @@ pub fn live(lab: &Lab, sec: &mut Section) -> Result<()> {
     drop(floor_prog);
     let count = |p: &str, e: bool| runs.get(&(p, e)).copied().unwrap_or(0);
     sec.note(format!(
-        "{ROUNDS} × (emitting `{emit_filter}`, filtered out `{MATCH_NOTHING}`), iperf3 -u -l 64 -b 0 -t 1 ns01 → ns02; program runs counted: ingress {} / {}, egress {} / {}, kfree_skb {} / {} (emitting / filtered out)",
+        "{ROUNDS} × (tc hooks, device tracepoints) × (emitting `{emit_filter}`, filtered out `{MATCH_NOTHING}`), iperf3 -u -l 64 -b 0 -t 1 ns01 → ns02; program runs counted: tc ingress {} / {}, tc egress {} / {}, dev ingress {} / {}, dev egress {} / {}, kfree_skb {} / {} (emitting / filtered out)",
         count(names::TC_INGRESS_PROG, true),
         count(names::TC_INGRESS_PROG, false),
         count(names::TC_EGRESS_PROG, true),
         count(names::TC_EGRESS_PROG, false),
+        count(names::DEV_INGRESS_PROG, true),
+        count(names::DEV_INGRESS_PROG, false),
+        count(names::DEV_EGRESS_PROG, true),
+        count(names::DEV_EGRESS_PROG, false),
         count(names::KFREE_SKB_PROG, true),
         count(names::KFREE_SKB_PROG, false),
     ));
+    sec.note("the device tracepoints run for every packet of every device on the machine (lab or not, traced or not); a packet of an interface not traced stops at the HOOKS lookup, a traced one is probe-read and parsed, so their figures include the lab's own traffic only as far as the machine was otherwise idle");
     sec.note("vethtrace_kfree_skb runs on every skb freed with a drop reason on the whole machine; frees outside the traced namespaces stop at the namespace lookup, so its figures mix both (the emitting ones here are the receiving socket's overflow drops)");
 
     wakeup_trap(lab, sec)?;

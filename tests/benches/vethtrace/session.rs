@@ -18,10 +18,13 @@ use vethtrace::{
 };
 use vethtrace_common::{names, Event};
 
-/// The programs whose run time is measured.
-pub const PROGRAMS: [&str; 3] = [
+/// The programs whose run time is measured (each only where loaded: the tc programs in the
+/// tc modes, the device tracepoints in theirs).
+pub const PROGRAMS: [&str; 5] = [
     names::TC_INGRESS_PROG,
     names::TC_EGRESS_PROG,
+    names::DEV_INGRESS_PROG,
+    names::DEV_EGRESS_PROG,
     names::KFREE_SKB_PROG,
 ];
 
@@ -34,8 +37,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads with `filter` (tcpdump syntax) and attaches to every lab namespace.
+    /// Loads with `filter` (tcpdump syntax) and attaches to every lab namespace with tc hooks
+    /// (TCX).
     pub fn start(lab: &Lab, filter: &str, ring_bytes: Option<u32>) -> Result<Session> {
+        Session::start_with(lab, filter, ring_bytes, AttachMode::Auto)
+    }
+
+    /// [`Session::start`] with the attach mode `mode` (`Auto` here means tc hooks, as
+    /// `attach_all` takes it).
+    pub fn start_with(
+        lab: &Lab,
+        filter: &str,
+        ring_bytes: Option<u32>,
+        mode: AttachMode,
+    ) -> Result<Session> {
         let words: Vec<String> = filter.split_whitespace().map(str::to_owned).collect();
         let filter = Filter::new(&words).map_err(|e| anyhow!("filter `{filter}`: {e}"))?;
         let mut loaded = loader::load(&LoadOptions {
@@ -44,16 +59,12 @@ impl Session {
             netns_filter: true,
             snapshots: false,
             ring_bytes,
-            device_tracepoints: false,
+            device_tracepoints: mode == AttachMode::Tracepoints,
         })?;
         let roles = lab.roles();
         let paths: Vec<_> = roles.iter().map(|(_, ns)| netns::named(ns)).collect();
-        let attachments = attach::attach_all(
-            &mut loaded.ebpf,
-            &paths,
-            &Selection::default(),
-            AttachMode::Auto,
-        )?;
+        let attachments =
+            attach::attach_all(&mut loaded.ebpf, &paths, &Selection::default(), mode)?;
         let mut names = Names::default();
         for ns in &attachments.namespaces {
             loader::register_netns(&mut loaded.ebpf, ns.cookie)?;
