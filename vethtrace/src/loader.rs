@@ -252,11 +252,11 @@ fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
     })
 }
 
-/// Gives heap freed after a one-time parse back to the kernel. The three BTF parses in
-/// [`load`] peak at about 35 MiB of heap and are all freed when it returns (heaptrack: under
-/// 1 MiB is still live once a 400-hook trace is running), but glibc keeps freed pages mapped,
-/// and resident, unless they are at the top of the heap: a trace sat at 43 MiB RSS of which
-/// 26 MiB was such heap. `malloc_trim` releases the free pages of every arena.
+/// Gives heap freed after a one-time parse back to the kernel. The BTF parses in [`load`]
+/// (ours and aya's two) are all freed when it returns (heaptrack: under 1 MiB is still live
+/// once a 400-hook trace is running), but glibc keeps freed pages mapped, and resident,
+/// unless they are at the top of the heap: a trace sat at 43 MiB RSS of which 26 MiB was such
+/// heap (with btf-rs, since replaced). `malloc_trim` releases the free pages of every arena.
 pub fn return_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns pages of free chunks to the kernel; it does not touch
@@ -276,8 +276,8 @@ struct Planned {
     kfunc_id: Option<u32>,
 }
 
-/// The load-time configuration, the drop reasons' names and the layers to try. The btf-rs
-/// parse of the kernel's BTF (tens of MiB of heap) lives only for this call.
+/// The load-time configuration, the drop reasons' names and the layers to try. Our reading
+/// of the kernel's BTF (the 5.5 MB file and an index of it) lives only for this call.
 fn plan(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Planned> {
     // Offsets are needed by every program: the device's namespace is only reachable through
     // `skb->dev`. Without BTF there is no way to name namespaces, so it is fatal.
