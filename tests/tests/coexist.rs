@@ -375,3 +375,79 @@ fn a_foreign_program_dropping_one_port_keeps_its_effect_and_vethtrace_sees_up_to
     );
     let _ = std::fs::remove_file(&ready);
 }
+
+/// The same foreign program with `--attach-mode tracepoints`: nothing of vethtrace is on the
+/// hook, the traffic is the same, and net:netif_receive_skb fires before tc ingress, so every
+/// datagram is seen arriving on b's eth0 — the doomed ones then freed with reason TC_INGRESS.
+#[test]
+fn with_the_device_tracepoints_a_foreign_port_drop_keeps_its_effect_and_arrivals_are_seen() {
+    if !vethtrace_tests::privileged(
+        "with_the_device_tracepoints_a_foreign_port_drop_keeps_its_effect_and_arrivals_are_seen",
+    ) {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let udp = Udp::new(&lab);
+    let foreign = foreign_port_program(&lab);
+    let port_closed = (0, DATAGRAMS);
+    assert_eq!(udp.round(0), port_closed, "without vethtrace");
+
+    let ready = std::env::temp_dir().join(format!("vethtrace-port-tp-{}", lab.prefix()));
+    let _ = std::fs::remove_file(&ready);
+    let child = vethtrace(&["trace", "--json", "--attach-mode", "tracepoints"])
+        .args(["--netns", a, "--netns", b])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg(format!("udp and host {}", udp.dst))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("trace starts");
+    wait_for(&ready);
+    // Only the foreign program is on the hook.
+    assert_eq!(b_ingress(&lab), ["vt_drop_udp"]);
+    assert_eq!(udp.round(0), port_closed, "with vethtrace");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("trace ends");
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(0), "")
+    );
+    let paths = udp_paths(&out.stdout);
+    let sent = format!("{a} eth0 egress");
+    let arrived = format!("{b} eth0 ingress");
+    let dropped = format!("drop {b} TC_INGRESS");
+    let count = |port: u16, want: &[&String]| {
+        let ports = (u64::from(udp.sport(0)), u64::from(port));
+        paths
+            .iter()
+            .filter(|(p, hops)| *p == ports && hops.iter().eq(want.iter().copied()))
+            .count()
+    };
+    assert_eq!(
+        (
+            paths.len(),
+            count(DROPPED, &[&sent, &arrived, &dropped]),
+            count(OPEN, &[&sent, &arrived]),
+        ),
+        (2 * DATAGRAMS, DATAGRAMS, DATAGRAMS),
+        "{paths:#?}"
+    );
+    assert_eq!(udp.round(0), port_closed, "after vethtrace");
+    drop(foreign);
+    assert_eq!(
+        udp.round(0),
+        (DATAGRAMS, DATAGRAMS),
+        "without the foreign program"
+    );
+    let _ = std::fs::remove_file(&ready);
+}
