@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+pub mod labtrace;
 pub mod rawbpf;
 pub mod tc_ingress;
 

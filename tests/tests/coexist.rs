@@ -275,6 +275,25 @@ fn udp_paths(stdout: &[u8]) -> Paths {
     by_packet.into_values().collect()
 }
 
+/// Stops a `--json` trace with SIGINT, as a user would; its stdout. It must exit 0 with
+/// nothing on stderr.
+fn interrupt(child: std::process::Child) -> Vec<u8> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("trace ends");
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(0), "")
+    );
+    out.stdout
+}
+
 /// The tc programs on b's eth0 ingress, in the order they run.
 fn b_ingress(lab: &Lab) -> Vec<String> {
     vethtrace_tests::programs_in_netns(&[lab.netns("b").expect("b").to_string()])
@@ -323,20 +342,7 @@ fn a_foreign_program_dropping_one_port_keeps_its_effect_and_vethtrace_sees_up_to
     assert_eq!(b_ingress(&lab), ["vethtrace_tc_in", "vt_drop_udp"]);
     assert_eq!(udp.round(1), port_closed, "with vethtrace before it");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("trace ends");
-    assert_eq!(
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).as_ref()
-        ),
-        (Some(0), "")
-    );
-    let paths = udp_paths(&out.stdout);
+    let paths = udp_paths(&interrupt(child));
     let sent = format!("{a} eth0 egress");
     let arrived = format!("{b} eth0 ingress");
     let dropped = format!("drop {b} TC_INGRESS");
@@ -409,20 +415,7 @@ fn with_the_device_tracepoints_a_foreign_port_drop_keeps_its_effect_and_arrivals
     assert_eq!(b_ingress(&lab), ["vt_drop_udp"]);
     assert_eq!(udp.round(0), port_closed, "with vethtrace");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let out = child.wait_with_output().expect("trace ends");
-    assert_eq!(
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).as_ref()
-        ),
-        (Some(0), "")
-    );
-    let paths = udp_paths(&out.stdout);
+    let paths = udp_paths(&interrupt(child));
     let sent = format!("{a} eth0 egress");
     let arrived = format!("{b} eth0 ingress");
     let dropped = format!("drop {b} TC_INGRESS");

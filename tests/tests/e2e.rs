@@ -4,75 +4,17 @@
 use std::time::Duration;
 
 use vethtrace::{
-    correlate::{correlate, PacketPath},
-    decode::What,
+    attach::AttachMode,
     filter::Filter,
     lab::{Fault, Lab, LabKind},
     loader::LoadOptions,
     netns,
     tracer::{Target, Tracer, TracerOptions},
 };
+use vethtrace_tests::labtrace::{self, echo, hops, probe};
 
 fn trace_lab(lab: &Lab) -> Tracer {
-    let targets = lab
-        .roles()
-        .into_iter()
-        .map(|(role, ns)| Target {
-            path: netns::named(ns),
-            name: role.to_string(),
-        })
-        .collect();
-    Tracer::start(&TracerOptions {
-        load: LoadOptions {
-            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
-            drops: true,
-            netns_filter: true,
-            snapshots: false,
-            ring_bytes: None,
-            device_tracepoints: false,
-        },
-        targets,
-        ..Default::default()
-    })
-    .expect("tracer starts")
-}
-
-/// Pings once and returns the correlated echo request and reply paths.
-fn probe(lab: &Lab, tracer: &mut Tracer, from: &str, to: &str) -> (bool, Vec<PacketPath>) {
-    let dst = lab.addr(to).expect("address");
-    let replied = lab.ping(from, dst, 1).expect("ping runs");
-    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
-    (replied, correlate(obs))
-}
-
-/// Hooks, drops and frees (netfilter verdicts are asserted in netfilter.rs).
-fn hops(p: &PacketPath) -> Vec<String> {
-    p.hops
-        .iter()
-        .filter_map(|h| match &h.what {
-            What::Hook(dir) => Some(format!(
-                "{} {} {dir}",
-                h.netns,
-                h.ifname.as_deref().unwrap_or("?")
-            )),
-            What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
-            What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
-            What::Netfilter { .. } => None,
-        })
-        .collect()
-}
-
-fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
-    let matching: Vec<&PacketPath> = paths
-        .iter()
-        .filter(|p| p.flow().icmp_type == icmp_type)
-        .collect();
-    assert_eq!(
-        matching.len(),
-        1,
-        "exactly one ICMP type {icmp_type} packet in {paths:#?}"
-    );
-    matching[0]
+    labtrace::tracer(lab, AttachMode::Auto)
 }
 
 #[test]

@@ -14,11 +14,10 @@ use vethtrace::{
     btf::KernelBtf,
     correlate::{correlate, PacketPath},
     decode::{Observation, What},
-    filter::Filter,
     lab::{Fault, Lab, LabKind},
     loader::{self, LoadOptions, NetfilterLayer, NETFILTER_ENV},
-    netns, render,
-    tracer::{Target, Tracer, TracerOptions},
+    render,
+    tracer::Tracer,
 };
 
 /// Whether the layer attaches on this kernel, as the loader finds out (the test process
@@ -49,27 +48,7 @@ fn btf_has_nf_tables() -> bool {
 }
 
 fn trace_lab(lab: &Lab) -> Tracer {
-    let targets = lab
-        .roles()
-        .into_iter()
-        .map(|(role, ns)| Target {
-            path: netns::named(ns),
-            name: role.to_string(),
-        })
-        .collect();
-    Tracer::start(&TracerOptions {
-        load: LoadOptions {
-            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
-            drops: true,
-            netns_filter: true,
-            snapshots: false,
-            ring_bytes: None,
-            device_tracepoints: false,
-        },
-        targets,
-        ..Default::default()
-    })
-    .expect("tracer starts")
+    vethtrace_tests::labtrace::tracer(lab, vethtrace::attach::AttachMode::Auto)
 }
 
 fn echo_request(paths: &[PacketPath]) -> &PacketPath {

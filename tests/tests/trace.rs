@@ -139,14 +139,13 @@ fn packet_with_icmp_type(lines: &[Value], t: u64) -> u64 {
     ids[0]
 }
 
-#[test]
-fn bridge_lab_json_hops_in_both_directions() {
-    if !vethtrace_tests::privileged("bridge_lab_json_hops_in_both_directions") {
-        return;
-    }
-    let lab = Lab::create(LabKind::Bridge).expect("lab");
+/// `vethtrace trace --json -c 2 EXTRA icmp` on the bridge lab during one ping ns01 → ns02: its
+/// NDJSON lines, once the echo request's hops are checked.
+fn bridge_lab_ping(lab: &Lab, extra: &[&str]) -> Vec<Value> {
     let ns = |r: &str| lab.netns(r).expect("role").to_string();
-    let trace = Trace::start(&lab, &["--json", "-c", "2", "--duration", "20", "icmp"]);
+    let mut args = extra.to_vec();
+    args.extend(["--json", "-c", "2", "--duration", "20", "icmp"]);
+    let trace = Trace::start(lab, &args);
     assert!(lab
         .ping("ns01", lab.addr("ns02").expect("addr"), 1)
         .expect("ping"));
@@ -161,6 +160,17 @@ fn bridge_lab_json_hops_in_both_directions() {
             format!("{} veth02 ingress", ns("ns02")),
         ]
     );
+    lines
+}
+
+#[test]
+fn bridge_lab_json_hops_in_both_directions() {
+    if !vethtrace_tests::privileged("bridge_lab_json_hops_in_both_directions") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let lines = bridge_lab_ping(&lab, &[]);
+    let req = packet_with_icmp_type(&lines, 8);
     let rep = packet_with_icmp_type(&lines, 0);
     assert_eq!(hops(&lines, rep).len(), 4);
     let first = lines.iter().find(|l| l["packet"] == req).expect("hop");
@@ -289,32 +299,8 @@ fn tracepoints_mode_gives_the_same_json_hops() {
         return;
     }
     let lab = Lab::create(LabKind::Bridge).expect("lab");
-    let ns = |r: &str| lab.netns(r).expect("role").to_string();
-    let args = [
-        "--attach-mode",
-        "tracepoints",
-        "--json",
-        "-c",
-        "2",
-        "--duration",
-        "20",
-        "icmp",
-    ];
-    let trace = Trace::start(&lab, &args);
-    assert!(lab
-        .ping("ns01", lab.addr("ns02").expect("addr"), 1)
-        .expect("ping"));
-    let lines = ndjson(&trace.finish());
+    let lines = bridge_lab_ping(&lab, &["--attach-mode", "tracepoints"]);
     let req = packet_with_icmp_type(&lines, 8);
-    assert_eq!(
-        hops(&lines, req),
-        [
-            format!("{} veth01 egress", ns("ns01")),
-            format!("{} br-veth01 ingress", ns("node")),
-            format!("{} br-veth02 egress", ns("node")),
-            format!("{} veth02 ingress", ns("ns02")),
-        ]
-    );
     let first = lines.iter().find(|l| l["packet"] == req).expect("hop");
     assert_eq!(first["len"], 98);
     assert_eq!(first["src"], "192.168.88.11");

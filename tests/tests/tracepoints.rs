@@ -7,60 +7,12 @@ use std::time::Duration;
 
 use vethtrace::{
     attach::{AttachMode, Mechanism, AUTO_TCX_MAX_HOOKS},
-    correlate::{correlate, PacketPath},
+    correlate::PacketPath,
     decode::What,
-    filter::Filter,
     lab::{Fault, Lab, LabKind},
-    loader::LoadOptions,
     netns,
-    tracer::{Target, Tracer, TracerOptions},
 };
-
-fn trace_lab(lab: &Lab, mode: AttachMode) -> Tracer {
-    let targets = lab
-        .roles()
-        .into_iter()
-        .map(|(role, ns)| Target {
-            path: netns::named(ns),
-            name: role.to_string(),
-        })
-        .collect();
-    Tracer::start(&TracerOptions {
-        load: LoadOptions {
-            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
-            drops: true,
-            netns_filter: true,
-            ..Default::default()
-        },
-        targets,
-        mode,
-        ..Default::default()
-    })
-    .expect("tracer starts")
-}
-
-fn probe(lab: &Lab, tracer: &mut Tracer, from: &str, to: &str) -> (bool, Vec<PacketPath>) {
-    let dst = lab.addr(to).expect("address");
-    let replied = lab.ping(from, dst, 1).expect("ping runs");
-    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
-    (replied, correlate(obs))
-}
-
-fn hops(p: &PacketPath) -> Vec<String> {
-    p.hops
-        .iter()
-        .filter_map(|h| match &h.what {
-            What::Hook(dir) => Some(format!(
-                "{} {} {dir}",
-                h.netns,
-                h.ifname.as_deref().unwrap_or("?")
-            )),
-            What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
-            What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
-            What::Netfilter { .. } => None,
-        })
-        .collect()
-}
+use vethtrace_tests::labtrace::{self, echo, hops, probe};
 
 /// What a hop recorded of the packet, beyond where: length, mark, the parsed flows.
 fn fields(p: &PacketPath) -> Vec<String> {
@@ -71,19 +23,6 @@ fn fields(p: &PacketPath) -> Vec<String> {
         .collect()
 }
 
-fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
-    let matching: Vec<&PacketPath> = paths
-        .iter()
-        .filter(|p| p.flow().icmp_type == icmp_type)
-        .collect();
-    assert_eq!(
-        matching.len(),
-        1,
-        "exactly one ICMP type {icmp_type} packet in {paths:#?}"
-    );
-    matching[0]
-}
-
 #[test]
 fn bridge_lab_hops_and_fields_match_the_tc_hooks() {
     if !vethtrace_tests::privileged("bridge_lab_hops_and_fields_match_the_tc_hooks") {
@@ -92,7 +31,7 @@ fn bridge_lab_hops_and_fields_match_the_tc_hooks() {
     let lab = Lab::create(LabKind::Bridge).expect("lab");
     let mut seen = Vec::new();
     for mode in [AttachMode::Tcx, AttachMode::Tracepoints] {
-        let mut tracer = trace_lab(&lab, mode);
+        let mut tracer = labtrace::tracer(&lab, mode);
         let expect = match mode {
             AttachMode::Tracepoints => Mechanism::Tracepoints,
             _ => Mechanism::Tcx,
@@ -154,7 +93,7 @@ fn flannel_lab_vxlan_hops_through_the_tracepoints() {
         return;
     }
     let lab = Lab::create(LabKind::Flannel).expect("lab");
-    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let mut tracer = labtrace::tracer(&lab, AttachMode::Tracepoints);
     let (replied, paths) = probe(&lab, &mut tracer, "busybox", "nginx");
     assert!(replied);
     let req = echo(&paths, 8);
@@ -199,7 +138,7 @@ fn forward_drop_is_pinned_after_the_tracepoint_ingress_hop() {
     }
     let mut lab = Lab::create(LabKind::Bridge).expect("lab");
     lab.enable(Fault::ForwardDrop).expect("fault");
-    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let mut tracer = labtrace::tracer(&lab, AttachMode::Tracepoints);
     let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
     assert!(!replied);
     assert_eq!(
@@ -222,7 +161,7 @@ fn only_registered_interfaces_are_recorded_and_forgetting_one_stops_it() {
     let lab = Lab::create(LabKind::Bridge).expect("lab");
     // Another lab pinging at the same time: its devices fire the same tracepoints.
     let other = Lab::create(LabKind::Bridge).expect("lab");
-    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let mut tracer = labtrace::tracer(&lab, AttachMode::Tracepoints);
     assert!(other
         .ping("ns01", other.addr("ns02").expect("addr"), 2)
         .expect("ping"));
@@ -265,7 +204,7 @@ fn auto_chooses_tracepoints_only_for_many_hooks() {
     }
     let lab = Lab::create(LabKind::Bridge).expect("lab");
     {
-        let tracer = trace_lab(&lab, AttachMode::Auto);
+        let tracer = labtrace::tracer(&lab, AttachMode::Auto);
         assert_eq!(tracer.attachments().mechanisms(), [Mechanism::Tcx]);
         assert!(
             tracer.capabilities().contains("(TCX)"),
@@ -281,7 +220,7 @@ fn auto_chooses_tracepoints_only_for_many_hooks() {
         let out = lab.exec("node", &argv).expect("ip link add");
         assert!(out.status.success(), "{out:?}");
     }
-    let mut tracer = trace_lab(&lab, AttachMode::Auto);
+    let mut tracer = labtrace::tracer(&lab, AttachMode::Auto);
     assert_eq!(tracer.attachments().mechanisms(), [Mechanism::Tracepoints]);
     assert_eq!(tracer.attachments().hooks(), 10 + 4 * pairs);
     assert!(
@@ -310,7 +249,7 @@ fn hot_attach_registers_a_new_namespace() {
         return;
     }
     let lab = Lab::create(LabKind::Bridge).expect("lab");
-    let mut tracer = trace_lab(&lab, AttachMode::Tracepoints);
+    let mut tracer = labtrace::tracer(&lab, AttachMode::Tracepoints);
     let pair = Lab::create(LabKind::Pair).expect("lab");
     let a = netns::named(pair.netns("a").expect("a"));
     let hooked = tracer

@@ -1,0 +1,81 @@
+//! Tracing a lab through the library, as the end-to-end tiers do: a tracer on every namespace
+//! of a lab (ICMP, drops, the namespace filter), one ping, its correlated packets, and their
+//! hops as `netns ifname dir` / `drop netns reason` / `freed netns reason` strings.
+
+use std::time::Duration;
+
+use vethtrace::{
+    attach::AttachMode,
+    correlate::{correlate, PacketPath},
+    decode::What,
+    filter::Filter,
+    lab::Lab,
+    loader::LoadOptions,
+    netns,
+    tracer::{Target, Tracer, TracerOptions},
+};
+
+/// A tracer on every namespace of `lab`, named by role, recording ICMP and drops, hooked with
+/// `mode`.
+pub fn tracer(lab: &Lab, mode: AttachMode) -> Tracer {
+    let targets = lab
+        .roles()
+        .into_iter()
+        .map(|(role, ns)| Target {
+            path: netns::named(ns),
+            name: role.to_string(),
+        })
+        .collect();
+    Tracer::start(&TracerOptions {
+        load: LoadOptions {
+            filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
+            drops: true,
+            netns_filter: true,
+            ..Default::default()
+        },
+        targets,
+        mode,
+        ..Default::default()
+    })
+    .expect("tracer starts")
+}
+
+/// Pings once from role `from` to role `to`: whether it was answered, and every packet the
+/// tracer saw meanwhile.
+pub fn probe(lab: &Lab, tracer: &mut Tracer, from: &str, to: &str) -> (bool, Vec<PacketPath>) {
+    let dst = lab.addr(to).expect("address");
+    let replied = lab.ping(from, dst, 1).expect("ping runs");
+    let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+    (replied, correlate(obs))
+}
+
+/// Hooks, drops and frees of a packet (netfilter verdicts are left out).
+pub fn hops(p: &PacketPath) -> Vec<String> {
+    p.hops
+        .iter()
+        .filter_map(|h| match &h.what {
+            What::Hook(dir) => Some(format!(
+                "{} {} {dir}",
+                h.netns,
+                h.ifname.as_deref().unwrap_or("?")
+            )),
+            What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
+            What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
+            What::Netfilter { .. } => None,
+        })
+        .collect()
+}
+
+/// The one packet of ICMP type `icmp_type` (8 request, 0 reply).
+pub fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
+    let matching: Vec<&PacketPath> = paths
+        .iter()
+        .filter(|p| p.flow().icmp_type == icmp_type)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "exactly one ICMP type {icmp_type} packet in {paths:#?}"
+    );
+    matching[0]
+}
