@@ -11,19 +11,14 @@
 //! The events are the tc programs' (same hooks ids, same fields): user space cannot tell them
 //! apart, and need not.
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
-use vethtrace_common::{config_flag, counter, flag, hook, kind, HookKey, KernelOffsets, SNAP_LEN};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use vethtrace_common::{counter, flag, hook, kind, HookKey, KernelOffsets};
 
 use crate::{
-    emit::{emit, reset},
+    emit::{emit_copied, reset},
     filter,
     maps::{bump, config, HOOKS, SCRATCH, SCRATCH_DEV},
-    parse,
-    skb::{skb_device, Copied, Direct, Fields},
+    skb::{copy_and_parse, skb_device, Direct, Fields},
 };
 
 /// `skb->mac_header` when no link-layer header was set (`(u16)~0U`).
@@ -88,28 +83,8 @@ fn trace(skb: u64, hook: u8) {
     }
     ev.len = frame as u32;
     // One probe read copies the headers (and the snapshot) into the slot.
-    let n = (frame as u64).min(SNAP_LEN as u64) as u32;
-    let mut copied = 0;
-    if n > 0 && n <= SNAP_LEN as u32 {
-        // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN;
-        // a bad source address makes the helper fail, not fault.
-        let rc = unsafe {
-            generated::bpf_probe_read_kernel(
-                slot.snap.as_mut_ptr().cast(),
-                n,
-                (head + start as u64) as *const core::ffi::c_void,
-            )
-        };
-        if rc == 0 {
-            copied = n;
-        }
-    }
-    let bytes = Copied {
-        buf: &slot.snap,
-        len: copied as usize,
-    };
+    let copied = copy_and_parse(slot, head + start as u64, frame as u64, ethertype);
     let ev = &mut slot.event;
-    ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);
         return;
@@ -118,13 +93,5 @@ fn trace(skb: u64, hook: u8) {
     ev.netns_cookie = cookie;
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    if config(|c| &c.flags) & config_flag::SNAP == 0 || copied == 0 {
-        emit(ev);
-        return;
-    }
-    if ethertype != 0 {
-        ev.flags |= flag::SNAP_L3;
-    }
-    ev.snap_len = copied;
-    emit(slot);
+    emit_copied(slot, copied, ethertype != 0);
 }

@@ -6,19 +6,14 @@
 //! probe-read once, into the buffer that is also the snapshot. Normal consumption goes to
 //! skb:consume_skb, not here.
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
-use vethtrace_common::{config_flag, counter, flag, hook, kind, KernelOffsets, SNAP_LEN};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use vethtrace_common::{config_flag, counter, flag, hook, kind, KernelOffsets};
 
 use crate::{
-    emit::{emit, reset},
+    emit::{emit_copied, reset},
     filter,
     maps::{bump, config, NETNS, SCRATCH, SCRATCH_DROP},
-    parse,
-    skb::{locate, skb_device, Copied, Direct},
+    skb::{copy_and_parse, locate, skb_device, Direct},
 };
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -62,24 +57,7 @@ fn trace_drop(skb: u64, location: u64, reason: u32, flags: u32, o: &KernelOffset
     // buffer; the parser then reads from it with no helper call per header.
     let mut copied = 0;
     if let Some((l3, ethertype)) = locate::<Direct>(skb, o, ev) {
-        // Verifier: the size must be provably in 1..=SNAP_LEN.
-        let n = (l3.len as u64).min(SNAP_LEN as u64) as u32;
-        if n > 0 && n <= SNAP_LEN as u32 {
-            // SAFETY: the destination is SNAP_LEN bytes of map value and n is within
-            // 1..=SNAP_LEN; a bad source address makes the helper fail, not fault.
-            let rc = unsafe {
-                generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, l3.base.cast())
-            };
-            if rc == 0 {
-                copied = n;
-            }
-        }
-        let bytes = Copied {
-            buf: &slot.snap,
-            len: copied as usize,
-        };
-        let ev = &mut slot.event;
-        ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
+        copied = copy_and_parse(slot, l3.base as u64, l3.len as u64, ethertype);
     }
     let ev = &mut slot.event;
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
@@ -96,11 +74,5 @@ fn trace_drop(skb: u64, location: u64, reason: u32, flags: u32, o: &KernelOffset
     // SAFETY: no preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     bump(counter::DROPS);
-    if flags & config_flag::SNAP == 0 || copied == 0 {
-        emit(ev);
-        return;
-    }
-    ev.flags |= flag::SNAP_L3;
-    ev.snap_len = copied;
-    emit(slot);
+    emit_copied(slot, copied, true);
 }

@@ -2,9 +2,9 @@
 //! timer), and a per-CPU counter bumped for every event that found the ring full.
 
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
-use vethtrace_common::{counter, Event};
+use vethtrace_common::{config_flag, counter, flag, Event, EventSnap};
 
-use crate::maps::{bump, EVENTS};
+use crate::maps::{bump, config, EVENTS};
 
 /// Writes one record: an `Event`, an `EventSnap` (event and packet snapshot) or a
 /// `NetfilterEvent`; each starts with the `Event` that says which it is.
@@ -31,4 +31,19 @@ pub fn reset(ev: &mut Event, kind: u8, hook: u8) {
     ev.version = vethtrace_common::WIRE_VERSION;
     ev.kind = kind;
     ev.hook = hook;
+}
+
+/// Writes the slot's event, followed by the `copied` bytes of its buffer when snapshots are
+/// on (`l3`: they start at the network header, not at Ethernet).
+#[inline(always)]
+pub fn emit_copied(slot: &mut EventSnap, copied: u32, l3: bool) {
+    if config(|c| &c.flags) & config_flag::SNAP == 0 || copied == 0 {
+        emit(&slot.event);
+        return;
+    }
+    if l3 {
+        slot.event.flags |= flag::SNAP_L3;
+    }
+    slot.event.snap_len = copied;
+    emit(slot);
 }

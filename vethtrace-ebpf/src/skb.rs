@@ -3,8 +3,8 @@
 //! pointer from BTF ([`Direct`]), else with bpf_probe_read_kernel ([`Probe`]) — and parsing the
 //! packet an skb holds from its network header.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use vethtrace_common::{flag, Event, KernelOffsets, SNAP_LEN};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use vethtrace_common::{flag, Event, EventSnap, KernelOffsets, SNAP_LEN};
 
 use crate::parse;
 
@@ -191,3 +191,32 @@ impl parse::Reader for Copied<'_> {
 }
 
 const _: () = assert!(COPIED_MAX_OFF + 40 <= SNAP_LEN);
+
+/// Copies the first bytes of a packet from kernel memory (`src`, `avail` bytes of packet
+/// there) into the slot's buffer with one probe read, and parses them into the slot's event:
+/// from the Ethernet header when `ethertype` is 0, else from a network header of that
+/// ethertype. Returns how many bytes were copied (0 when the read failed: then the event is
+/// parsed as truncated).
+#[inline(always)]
+pub fn copy_and_parse(slot: &mut EventSnap, src: u64, avail: u64, ethertype: u16) -> u32 {
+    // Verifier: the size must be provably in 1..=SNAP_LEN.
+    let n = avail.min(SNAP_LEN as u64) as u32;
+    let mut copied = 0;
+    if n > 0 && n <= SNAP_LEN as u32 {
+        // SAFETY: the destination is SNAP_LEN bytes of map value and n is within 1..=SNAP_LEN;
+        // a bad source address makes the helper fail, not fault.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(slot.snap.as_mut_ptr().cast(), n, src as *const _)
+        };
+        if rc == 0 {
+            copied = n;
+        }
+    }
+    let bytes = Copied {
+        buf: &slot.snap,
+        len: copied as usize,
+    };
+    let ev = &mut slot.event;
+    ev.flags |= parse::parse_packet(&bytes, 0, ethertype, &mut ev.outer, &mut ev.inner);
+    copied
+}
