@@ -15,7 +15,7 @@ mod user;
 pub use user::*;
 
 /// Bumped whenever the layout of [`Event`], [`NetfilterEvent`] or [`Config`] changes.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// The kfunc call the tc programs make to turn their context into the kernel's `struct
 /// sk_buff *` (`bpf_cast_to_kern_ctx`, Linux ≥ 6.2), whose fields the verifier then lets them
@@ -379,6 +379,11 @@ pub struct KernelOffsets {
     pub valid: u32,
     /// `skb->mac_header` (the device tracepoints parse from the link-layer header).
     pub skb_mac_header: u32,
+    /// `skb->data_len`: the bytes in paged fragments. Only the linear part (`len - data_len`
+    /// bytes from `data`) may be copied from `head`; past it lie tailroom and
+    /// `skb_shared_info`, not packet bytes.
+    pub skb_data_len: u32,
+    pub _pad: u32,
 }
 
 /// Byte offsets of the netfilter fields the `nft_do_chain` program reads:
@@ -420,11 +425,11 @@ const _: () = {
     assert!(size_of::<EventSnap>() == 168 + SNAP_LEN);
     assert!(SNAP_LEN.is_multiple_of(8));
     assert!(size_of::<FilterInsn>() == 40);
-    assert!(size_of::<KernelOffsets>() == 48);
+    assert!(size_of::<KernelOffsets>() == 56);
     assert!(size_of::<HookKey>() == 16);
     assert!(size_of::<NfOffsets>() == 48);
-    assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 48 + 48);
-    assert!(offset_of!(Config, nf) == 8 + 40 * MAX_FILTER_INSNS + 48);
+    assert!(size_of::<Config>() == 8 + 40 * MAX_FILTER_INSNS + 56 + 48);
+    assert!(offset_of!(Config, nf) == 8 + 40 * MAX_FILTER_INSNS + 56);
     assert!(offset_of!(NetfilterEvent, family) == 168);
     assert!(offset_of!(NetfilterEvent, hook) == 169);
     assert!(offset_of!(NetfilterEvent, verdict) == 172);

@@ -18,7 +18,7 @@ use crate::{
     emit::{emit_copied, reset},
     filter,
     maps::{bump, config, HOOKS, SCRATCH, SCRATCH_DEV},
-    skb::{copy_and_parse, skb_device, Direct, Fields},
+    skb::{copy_and_parse, linear_end, skb_device, Direct, Fields},
 };
 
 /// `skb->mac_header` when no link-layer header was set (`(u16)~0U`).
@@ -67,23 +67,34 @@ fn trace(skb: u64, hook: u8) {
     let data: u64 = Direct::get(skb, o.skb_data);
     let len: u32 = Direct::get(skb, o.skb_len);
     let mac: u16 = Direct::get(skb, o.skb_mac_header);
-    let nh: u16 = Direct::get(skb, o.skb_network_header);
     ev.mark = Direct::get(skb, o.skb_mark);
-    // The frame from its link-layer header, as a tc program sees it (at ingress the receive
-    // path has already pulled the Ethernet header: `len` counts from `data`). A device without
-    // one (mac == network header) is parsed from the network header, by skb->protocol.
-    let (start, ethertype) = if mac != MAC_UNSET && mac < nh {
-        (mac, 0)
+    let data_off = data.wrapping_sub(head) as i64;
+    // Where the network header starts. At ingress the receive path has pulled the link-layer
+    // header (data is at the network header) but resets `network_header` only after this
+    // tracepoint, so it may be stale; at egress `data` is at the link-layer header and
+    // `network_header` was set by the stack.
+    let l3 = if hook == hook::TC_INGRESS {
+        data_off
     } else {
-        (nh, u16::from_be(Direct::get::<u16>(skb, o.skb_protocol)))
+        Direct::get::<u16>(skb, o.skb_network_header) as i64
     };
-    let frame = len as i64 + data.wrapping_sub(head) as i64 - start as i64;
-    if head == 0 || frame <= 0 {
+    // The frame from its link-layer header, as a tc program sees it. A device without one
+    // (no mac header, or mac == network header) is parsed from the network header, by
+    // skb->protocol.
+    let (start, ethertype) = if mac != MAC_UNSET && (mac as i64) < l3 {
+        (mac as i64, 0)
+    } else {
+        (l3, u16::from_be(Direct::get::<u16>(skb, o.skb_protocol)))
+    };
+    let frame = len as i64 + data_off - start;
+    if head == 0 || start < 0 || frame <= 0 {
         return;
     }
     ev.len = frame as u32;
+    // Only the linear part can be copied from `head` (the rest is in paged fragments).
+    let linear = linear_end::<Direct>(skb, &o, head, data, len) - start;
     // One probe read copies the headers (and the snapshot) into the slot.
-    let copied = copy_and_parse(slot, head + start as u64, frame as u64, ethertype);
+    let copied = copy_and_parse(slot, head + start as u64, linear.max(0) as u64, ethertype);
     let ev = &mut slot.event;
     if !filter::accepts(&ev.outer, &ev.inner, ev.flags & flag::ENCAP != 0) {
         bump(counter::FILTERED);

@@ -70,6 +70,8 @@ pub static CONFIG: Config = Config {
         skb_protocol: 0,
         valid: 0,
         skb_mac_header: 0,
+        skb_data_len: 0,
+        _pad: 0,
     },
     nf: vethtrace_common::NfOffsets {
         pkt_skb: 0,

@@ -122,6 +122,15 @@ pub fn skb_device<F: Fields>(skb: u64, o: &KernelOffsets) -> Option<(u32, u64)> 
     net_device::<F>(F::get(skb, o.skb_dev), o)
 }
 
+/// Where the linear data of `skb` ends, as an offset from `head`: `len` counts from `data`
+/// and includes `data_len` bytes in paged fragments, which only bpf_skb_load_bytes-like
+/// copies reach; past the linear end lie tailroom and `skb_shared_info`.
+#[inline(always)]
+pub fn linear_end<F: Fields>(skb: u64, o: &KernelOffsets, head: u64, data: u64, len: u32) -> i64 {
+    let data_len: u32 = F::get(skb, o.skb_data_len);
+    data.wrapping_sub(head) as i64 + len.saturating_sub(data_len) as i64
+}
+
 /// Where the packet `skb` holds starts, from its network header: sets `ev.len` and `ev.mark`
 /// and returns the network-layer bytes and their ethertype (`skb->protocol`), or None when
 /// they could not be located (then `TRUNCATED` is set).
@@ -139,9 +148,9 @@ pub fn locate<F: Fields>(
     let ethertype: u16 = u16::from_be(F::get::<u16>(skb, o.skb_protocol));
     ev.len = len;
     ev.mark = F::get(skb, o.skb_mark);
-    // Bytes from the network header to the end of the packet: len counts from data.
-    let data_off = data.wrapping_sub(head) as i64;
-    let avail = len as i64 + data_off - nh as i64;
+    // Bytes from the network header to the end of the linear data (headers in paged
+    // fragments read as truncated).
+    let avail = linear_end::<F>(skb, o, head, data, len) - nh as i64;
     if head == 0 || avail <= 0 || ethertype == 0 {
         ev.flags |= flag::TRUNCATED;
         return None;

@@ -78,6 +78,8 @@ impl KernelBtf {
             net_cookie: self.member_offset("net", "net_cookie")?,
             valid: 0,
             skb_mac_header: skb("mac_header")?,
+            skb_data_len: skb("data_len")?,
+            _pad: 0,
         };
         o.valid = 1;
         Ok(o)
@@ -384,6 +386,8 @@ mod tests {
             net_cookie: off("net", "net_cookie"),
             valid: 1,
             skb_mac_header: skb("mac_header"),
+            skb_data_len: skb("data_len"),
+            _pad: 0,
         };
         assert_eq!(ours.offsets().expect("offsets"), expected);
 
