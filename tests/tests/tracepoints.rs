@@ -276,3 +276,90 @@ fn hot_attach_registers_a_new_namespace() {
         "a forgotten namespace still recorded: {obs:#?}"
     );
 }
+
+/// TCP data over a veth carries its payload in paged fragments (only the headers are in the
+/// skb's linear part). The tc programs copy snapshots with bpf_skb_load_bytes, which reads
+/// the fragments; the device tracepoints copy from the linear part only, so their snapshots
+/// may be shorter, but every byte they hold must be the frame's own: never tailroom or
+/// `skb_shared_info` read past the linear end.
+#[test]
+fn tcp_snapshots_hold_only_the_frames_bytes_in_both_modes() {
+    if !vethtrace_tests::privileged("tcp_snapshots_hold_only_the_frames_bytes_in_both_modes") {
+        return;
+    }
+    use std::io::{Read, Write};
+    const PAYLOAD: u8 = 0x41;
+    let lab = Lab::create(LabKind::Bridge).expect("lab");
+    let dst = lab.addr("ns02").expect("addr");
+    for mode in [AttachMode::Tcx, AttachMode::Tracepoints] {
+        let targets = lab
+            .roles()
+            .into_iter()
+            .map(|(role, ns)| vethtrace::tracer::Target {
+                path: netns::named(ns),
+                name: role.to_string(),
+            })
+            .collect();
+        let mut tracer = vethtrace::tracer::Tracer::start(&vethtrace::tracer::TracerOptions {
+            load: vethtrace::loader::LoadOptions {
+                filter: vethtrace::filter::Filter::new(&["tcp".to_string()])
+                    .expect("filter")
+                    .insns,
+                snapshots: true,
+                netns_filter: true,
+                ..Default::default()
+            },
+            targets,
+            mode,
+            ..Default::default()
+        })
+        .expect("tracer starts");
+        let listener = netns::run_in(&netns::named(lab.netns("ns02").expect("ns02")), || {
+            Ok(std::net::TcpListener::bind((dst, 0))?)
+        })
+        .expect("listen in ns02");
+        let port = listener.local_addr().expect("bound").port();
+        let receiver = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).expect("read");
+            got.len()
+        });
+        let mut tx = netns::run_in(&netns::named(lab.netns("ns01").expect("ns01")), || {
+            Ok(std::net::TcpStream::connect((dst, port))?)
+        })
+        .expect("connect from ns01");
+        tx.write_all(&[PAYLOAD; 60_000]).expect("send");
+        drop(tx);
+        assert_eq!(receiver.join().expect("receiver"), 60_000);
+        let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+        let mut data_frames = 0;
+        for o in obs.iter().filter(|o| o.is_hook()) {
+            let snap = &o.snapshot;
+            assert!(!snap.is_empty(), "{mode:?}: a hop without snapshot: {o:#?}");
+            assert!(snap.len() <= o.len as usize, "{mode:?}: {o:#?}");
+            // Ethernet + IPv4 (IHL) + TCP (data offset): the bytes after them are payload.
+            let ihl = usize::from(snap[14] & 0x0f) * 4;
+            let Some(&doff) = snap.get(14 + ihl + 12) else {
+                continue;
+            };
+            let headers = 14 + ihl + usize::from(doff >> 4) * 4;
+            if o.len as usize <= headers {
+                continue; // a bare ACK or handshake segment
+            }
+            data_frames += 1;
+            assert!(
+                snap.len() >= headers,
+                "{mode:?}: the headers are in the snapshot"
+            );
+            assert!(
+                snap[headers..].iter().all(|&b| b == PAYLOAD),
+                "{mode:?}: bytes that are not the payload in {} {}: {:02x?}",
+                o.netns,
+                o.ifname.as_deref().unwrap_or("?"),
+                &snap[headers..]
+            );
+        }
+        assert!(data_frames > 0, "{mode:?}: no TCP data frame seen");
+    }
+}
