@@ -383,7 +383,7 @@ fn register_all(
         ebpf.map_mut(names::HOOKS_MAP)
             .context("the eBPF object has no HOOKS map: rebuild it")?,
     )?;
-    let mut links = Vec::new();
+    let mut links: Vec<Owned> = Vec::new();
     for ns in &namespaces {
         for (ifindex, name) in &ns.interfaces {
             let key = HookKey {
@@ -391,8 +391,15 @@ fn register_all(
                 ifindex: *ifindex,
                 _pad: 0,
             };
-            map.insert(key, 1, 0)
-                .with_context(|| format!("hook {name} in {}", ns.path.display()))?;
+            if let Err(e) = map.insert(key, 1, 0) {
+                // Keys inserted by this call go too: nothing would ever forget them.
+                for o in &links {
+                    if let Hook::Key(Some(k)) = o.hook {
+                        let _ = map.remove(&k);
+                    }
+                }
+                return Err(e).with_context(|| format!("hook {name} in {}", ns.path.display()));
+            }
             for hook in [Hook::Key(Some(key)), Hook::Key(None)] {
                 links.push(Owned {
                     netns: ns.path.clone(),

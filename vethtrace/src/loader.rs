@@ -338,6 +338,15 @@ fn attach_kfree_skb(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
     Ok(())
 }
 
+/// Whether loading failed because the device tracepoints could not be loaded or attached
+/// (or the kernel's BTF they need could not be read), as opposed to anything else.
+pub fn device_tracepoints_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let m = c.to_string();
+        m.ends_with("(device tracepoints)") || m.starts_with("read the kernel BTF")
+    })
+}
+
 /// The device tracepoints: tp_btf net:netif_receive_skb (ingress) and net:net_dev_queue
 /// (egress), attached once for every device of the machine.
 fn attach_device_tracepoints(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
@@ -538,5 +547,17 @@ mod tests {
             "netfilter layer unavailable (no fexit)"
         );
         assert_eq!(NetfilterLayer::Off.to_string(), "netfilter layer off");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_device_tracepoints_counts_as_one() {
+        let refused = anyhow::anyhow!("Permission denied")
+            .context("attach tp_btf/net_dev_queue (device tracepoints)");
+        assert!(device_tracepoints_refused(&refused));
+        let no_btf = anyhow::anyhow!("No such file").context("read the kernel BTF");
+        assert!(device_tracepoints_refused(&no_btf));
+        let other =
+            anyhow::anyhow!("Invalid argument").context("the kernel rejected vethtrace_kfree_skb");
+        assert!(!device_tracepoints_refused(&other));
     }
 }

@@ -31,6 +31,9 @@ pub struct Tracer {
     // Field order is drop order: detach before unloading.
     attachments: Attachments,
     mode: AttachMode,
+    /// Why `auto` used tc hooks although the trace started with many: the kernel refused the
+    /// device tracepoints (shown in the capability line).
+    fallback: Option<String>,
     netns_filter: bool,
     reader: EventReader,
     loaded: Loaded,
@@ -56,16 +59,20 @@ impl Tracer {
         };
         let mut load = opts.load.clone();
         load.device_tracepoints = mode == AttachMode::Tracepoints;
+        let mut fallback = None;
         let mut loaded = match loader::load(&load) {
-            Err(_) if opts.mode == AttachMode::Auto && load.device_tracepoints => {
+            // Only a refusal of the tracepoints themselves is worth another try with tc hooks
+            // (auto) or a hint (forced); any other load error is the error.
+            Err(e) if load.device_tracepoints && loader::device_tracepoints_refused(&e) => {
+                if opts.mode != AttachMode::Auto {
+                    return Err(e.context(
+                        "the device tracepoints cannot be used on this kernel: use --attach-mode tcx or clsact",
+                    ));
+                }
+                fallback = Some(format!("{e:#}"));
                 mode = AttachMode::Auto;
                 load.device_tracepoints = false;
                 loader::load(&load)?
-            }
-            Err(e) if load.device_tracepoints => {
-                return Err(e.context(
-                    "the device tracepoints cannot be used on this kernel: use --attach-mode tcx or clsact",
-                ))
             }
             r => r?,
         };
@@ -96,6 +103,7 @@ impl Tracer {
         Ok(Tracer {
             attachments,
             mode,
+            fallback,
             netns_filter: opts.load.netns_filter,
             reader,
             loaded,
@@ -121,16 +129,19 @@ impl Tracer {
             .iter()
             .map(|m| m.to_string())
             .collect();
+        let mut mech = if mech.is_empty() {
+            "none".to_string()
+        } else {
+            mech.join("+")
+        };
+        if let Some(why) = &self.fallback {
+            mech.push_str(&format!("; device tracepoints unavailable: {why}"));
+        }
         format!(
-            "{} hooks on {} interfaces in {} namespaces ({}), {}, {}",
+            "{} hooks on {} interfaces in {} namespaces ({mech}), {}, {}",
             self.attachments.hooks(),
             ifaces,
             self.attachments.namespaces.len(),
-            if mech.is_empty() {
-                "none".into()
-            } else {
-                mech.join("+")
-            },
             self.loaded.drop_layer,
             self.loaded.netfilter_layer
         )
