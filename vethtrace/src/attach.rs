@@ -237,7 +237,7 @@ pub fn attach_all(
     mode: AttachMode,
 ) -> Result<Attachments> {
     if mode == AttachMode::Tracepoints {
-        return register_all(ebpf, targets, selection);
+        return register(ebpf, survey(targets, selection)?);
     }
     let mut progs: HashMap<&str, &mut SchedClassifier> = HashMap::new();
     for (name, prog) in ebpf.programs_mut() {
@@ -372,13 +372,9 @@ pub fn resolve(mode: AttachMode, survey: &[AttachedNetns]) -> AttachMode {
     }
 }
 
-/// Device tracepoints: inserts one `HOOKS` key per selected interface.
-fn register_all(
-    ebpf: &mut Ebpf,
-    targets: &[NetnsPath],
-    selection: &Selection,
-) -> Result<Attachments> {
-    let namespaces = survey(targets, selection)?;
+/// Device tracepoints: inserts one `HOOKS` key per interface of a [`survey`] (the loader
+/// must have attached the device tracepoints).
+pub fn register(ebpf: &mut Ebpf, namespaces: Vec<AttachedNetns>) -> Result<Attachments> {
     let mut map: BpfHashMap<_, HookKey, u8> = BpfHashMap::try_from(
         ebpf.map_mut(names::HOOKS_MAP)
             .context("the eBPF object has no HOOKS map: rebuild it")?,

@@ -51,11 +51,17 @@ impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Tracer> {
         crate::privileges::require_tracing()?;
         let paths: Vec<NetnsPath> = opts.targets.iter().map(|t| t.path.clone()).collect();
-        let mut mode = match opts.mode {
-            AttachMode::Auto => {
-                attach::resolve(opts.mode, &attach::survey(&paths, &opts.selection)?)
+        // `auto` decides from the survey; the device tracepoints then register that same
+        // survey instead of listing every namespace's interfaces again.
+        let survey = match opts.mode {
+            AttachMode::Auto | AttachMode::Tracepoints => {
+                Some(attach::survey(&paths, &opts.selection)?)
             }
-            m => m,
+            _ => None,
+        };
+        let mut mode = match &survey {
+            Some(s) => attach::resolve(opts.mode, s),
+            None => opts.mode,
         };
         let mut load = opts.load.clone();
         load.device_tracepoints = mode == AttachMode::Tracepoints;
@@ -76,7 +82,12 @@ impl Tracer {
             }
             r => r?,
         };
-        let attachments = attach::attach_all(&mut loaded.ebpf, &paths, &opts.selection, mode)?;
+        let attachments = match survey {
+            Some(survey) if mode == AttachMode::Tracepoints => {
+                attach::register(&mut loaded.ebpf, survey)?
+            }
+            _ => attach::attach_all(&mut loaded.ebpf, &paths, &opts.selection, mode)?,
+        };
         if opts.load.netns_filter {
             for ns in &attachments.namespaces {
                 loader::register_netns(&mut loaded.ebpf, ns.cookie)?;

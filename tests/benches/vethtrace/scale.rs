@@ -143,12 +143,10 @@ pub fn run(sec: &mut Section, cli: Result<&Path, &str>) -> Result<()> {
         let t = Instant::now();
         let survey = attach::survey(&paths, &Selection::default())?;
         default_mode = attach::resolve(AttachMode::Auto, &survey);
-        let a = attach::attach_all(
-            &mut tp_loaded.ebpf,
-            &paths,
-            &Selection::default(),
-            default_mode,
-        )?;
+        let a = match default_mode {
+            AttachMode::Tracepoints => attach::register(&mut tp_loaded.ebpf, survey)?,
+            m => attach::attach_all(&mut tp_loaded.ebpf, &paths, &Selection::default(), m)?,
+        };
         default_s.push(t.elapsed().as_secs_f64());
         if a.hooks() != PODS * 4 {
             bail!(
