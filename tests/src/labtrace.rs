@@ -15,17 +15,36 @@ use vethtrace::{
     tracer::{Target, Tracer, TracerOptions},
 };
 
-/// A tracer on every namespace of `lab`, named by role, recording ICMP and drops, hooked with
-/// `mode`.
-pub fn tracer(lab: &Lab, mode: AttachMode) -> Tracer {
-    let targets = lab
-        .roles()
+/// The hops of an echo request ns01 → ns02 across the bridge lab.
+pub const BRIDGE_REQUEST: [&str; 4] = [
+    "ns01 veth01 egress",
+    "node br-veth01 ingress",
+    "node br-veth02 egress",
+    "ns02 veth02 ingress",
+];
+
+/// The hops of its reply.
+pub const BRIDGE_REPLY: [&str; 4] = [
+    "ns02 veth02 egress",
+    "node br-veth02 ingress",
+    "node br-veth01 egress",
+    "ns01 veth01 ingress",
+];
+
+/// Every namespace of `lab` as a trace target, named by its role.
+pub fn targets(lab: &Lab) -> Vec<Target> {
+    lab.roles()
         .into_iter()
         .map(|(role, ns)| Target {
             path: netns::named(ns),
             name: role.to_string(),
         })
-        .collect();
+        .collect()
+}
+
+/// A tracer on every namespace of `lab`, named by role, recording ICMP and drops, hooked with
+/// `mode`.
+pub fn tracer(lab: &Lab, mode: AttachMode) -> Tracer {
     Tracer::start(&TracerOptions {
         load: LoadOptions {
             filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
@@ -33,7 +52,7 @@ pub fn tracer(lab: &Lab, mode: AttachMode) -> Tracer {
             netns_filter: true,
             ..Default::default()
         },
-        targets,
+        targets: targets(lab),
         mode,
         ..Default::default()
     })

@@ -62,22 +62,8 @@ pub fn binary() -> PathBuf {
 
 /// `ifname mode name` of every tc, TCX and XDP program attached in the lab's namespaces.
 pub fn programs_in(lab: &vethtrace::lab::Lab) -> Vec<String> {
-    let t = vethtrace::topology::discover(&vethtrace::topology::DiscoverOptions {
-        netns: lab.roles().iter().map(|(_, ns)| ns.to_string()).collect(),
-        programs: true,
-        ..Default::default()
-    })
-    .expect("topology");
-    t.namespaces
-        .iter()
-        .flat_map(|ns| {
-            ns.interfaces.iter().flat_map(|i| {
-                i.programs
-                    .iter()
-                    .map(move |p| format!("{} {} {}", i.name, p.mode, p.name))
-            })
-        })
-        .collect()
+    let names: Vec<String> = lab.roles().iter().map(|(_, ns)| ns.to_string()).collect();
+    programs_in_netns(&names)
 }
 
 /// `ifname mode name` of every tc, TCX and XDP program attached in the namespaces named

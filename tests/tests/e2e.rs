@@ -8,10 +8,9 @@ use vethtrace::{
     filter::Filter,
     lab::{Fault, Lab, LabKind},
     loader::LoadOptions,
-    netns,
-    tracer::{Target, Tracer, TracerOptions},
+    tracer::{Tracer, TracerOptions},
 };
-use vethtrace_tests::labtrace::{self, echo, hops, probe};
+use vethtrace_tests::labtrace::{self, echo, hops, probe, BRIDGE_REPLY, BRIDGE_REQUEST};
 
 fn trace_lab(lab: &Lab) -> Tracer {
     labtrace::tracer(lab, AttachMode::Auto)
@@ -42,25 +41,9 @@ fn bridge_lab_one_ping_both_directions() {
     let (replied, paths) = probe(&lab, &mut tracer, "ns01", "ns02");
     assert!(replied);
     let req = echo(&paths, 8);
-    assert_eq!(
-        hops(req),
-        [
-            "ns01 veth01 egress",
-            "node br-veth01 ingress",
-            "node br-veth02 egress",
-            "ns02 veth02 ingress"
-        ]
-    );
+    assert_eq!(hops(req), BRIDGE_REQUEST);
     assert!(req.hops.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
-    assert_eq!(
-        hops(echo(&paths, 0)),
-        [
-            "ns02 veth02 egress",
-            "node br-veth02 ingress",
-            "node br-veth01 egress",
-            "ns01 veth01 ingress"
-        ]
-    );
+    assert_eq!(hops(echo(&paths, 0)), BRIDGE_REPLY);
     assert!(
         paths.iter().all(|p| p.drop().is_none()),
         "no drops on a healthy path"
@@ -185,14 +168,7 @@ fn tiny_ring_flood_counts_every_event_as_delivered_or_lost() {
         return;
     }
     let lab = Lab::create(LabKind::Pair).expect("lab");
-    let targets = lab
-        .roles()
-        .into_iter()
-        .map(|(role, ns)| Target {
-            path: netns::named(ns),
-            name: role.to_string(),
-        })
-        .collect();
+    let targets = labtrace::targets(&lab);
     let mut tracer = Tracer::start(&TracerOptions {
         load: LoadOptions {
             filter: Filter::new(&["icmp".to_string()]).expect("filter").insns,
