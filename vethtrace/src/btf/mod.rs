@@ -131,13 +131,22 @@ impl KernelBtf {
     }
 
     /// Byte offset of `field` in `struct strukt`, looking through anonymous unions and structs.
+    /// A bitfield is an error: it shares its bytes with its neighbours, so the byte holding its
+    /// first bit is no offset a program could read the field at, and answering it would have the
+    /// program read a neighbour's bits as this field's.
     pub fn member_offset(&self, strukt: &str, field: &str) -> Result<u32> {
         for s in self.btf.types_named(strukt) {
             if s.kind != kind::STRUCT {
                 continue;
             }
-            if let Some(bits) = self.btf.member_bit_offset(&s, field)? {
-                return Ok(bits / 8);
+            if let Some(m) = self.btf.member_at(&s, field)? {
+                if m.bitfield {
+                    return Err(anyhow!(
+                        "the kernel's BTF has field {field} in struct {strukt} as a bitfield (from bit {}), which has no byte offset to read",
+                        m.bit_offset
+                    ));
+                }
+                return Ok(m.bit_offset / 8);
             }
         }
         Err(anyhow!(
@@ -292,20 +301,97 @@ mod tests {
         assert_eq!(e.to_string(), "bad BTF header: wrong magic");
     }
 
+    /// A struct with kind_flag and bitfields, one without kind_flag and a member off a byte
+    /// boundary, and the plain members around them.
+    #[test]
+    fn bitfields_are_refused_by_name() {
+        let mut b = Blob::new();
+        let int = b.ty("int", kind::INT, false, 0, 4, &[32]);
+        let u8t = b.ty("u8", kind::INT, false, 0, 1, &[8]);
+        b.composite(
+            "sk_buff",
+            kind::STRUCT,
+            true,
+            &[
+                ("len", int, 0),
+                ("cloned", u8t, 1 << 24 | 32),
+                ("pkt_type", u8t, 3 << 24 | 33),
+                ("mark", int, 64),
+            ],
+        );
+        b.composite(
+            "net_device",
+            kind::STRUCT,
+            false,
+            &[("flags", u8t, 0), ("odd", u8t, 12), ("ifindex", int, 32)],
+        );
+        let btf = KernelBtf::from_bytes(b.bytes()).expect("parses");
+        assert_eq!(btf.member_offset("sk_buff", "len").expect("len"), 0);
+        assert_eq!(btf.member_offset("sk_buff", "mark").expect("mark"), 8);
+        assert_eq!(btf.member_offset("net_device", "flags").expect("flags"), 0);
+        assert_eq!(
+            btf.member_offset("net_device", "ifindex").expect("ifindex"),
+            4
+        );
+        for (strukt, field, bit) in [
+            ("sk_buff", "cloned", 32),
+            ("sk_buff", "pkt_type", 33),
+            ("net_device", "odd", 12),
+        ] {
+            let e = btf
+                .member_offset(strukt, field)
+                .expect_err("a bitfield has no byte offset");
+            assert_eq!(e.to_string(), refusal(strukt, field, bit));
+        }
+        // One refused field fails the whole set: the program would read the wrong bits.
+        let e = btf.offsets().expect_err("no dev, no head");
+        assert_eq!(
+            e.to_string(),
+            "the kernel's BTF has no field dev in struct sk_buff"
+        );
+    }
+
+    /// The error [`KernelBtf::member_offset`] gives for a bitfield starting at `bit`.
+    fn refusal(strukt: &str, field: &str, bit: u32) -> String {
+        format!(
+            "the kernel's BTF has field {field} in struct {strukt} as a bitfield (from bit {bit}), which has no byte offset to read"
+        )
+    }
+
     /// The answers of btf-rs, the crate this reader replaced, for the cross-check.
     mod oracle {
         use anyhow::{anyhow, Result};
         use btf_rs::{Btf, Type};
 
-        pub fn member_offset(btf: &Btf, strukt: &str, field: &str) -> Result<u32> {
+        /// A member as btf-rs finds it.
+        pub struct Found {
+            pub bit_offset: u32,
+            /// A width under kind_flag, or an offset off a byte boundary. btf-rs keeps an int
+            /// type's bits and BTF_INT_OFFSET private, so the older encoding (a narrow int type
+            /// at a byte boundary, in a struct without kind_flag) is not seen here; pahole
+            /// writes kind_flag for every bitfield, so a kernel with such members would show as
+            /// a disagreement naming them.
+            pub bitfield: bool,
+        }
+
+        pub fn member_at(btf: &Btf, strukt: &str, field: &str) -> Result<Found> {
             for t in btf.resolve_types_by_name(strukt)? {
                 if let Type::Struct(s) = t {
-                    if let Some(bits) = find_member(btf, &s, field, 0)? {
-                        return Ok(bits / 8);
+                    if let Some(found) = find_member(btf, &s, field, 0)? {
+                        return Ok(found);
                     }
                 }
             }
             Err(anyhow!("no field {field} in struct {strukt}"))
+        }
+
+        /// A byte offset, for a member that must not be a bitfield.
+        pub fn member_offset(btf: &Btf, strukt: &str, field: &str) -> Result<u32> {
+            let found = member_at(btf, strukt, field)?;
+            if found.bitfield {
+                return Err(anyhow!("{strukt}.{field} is a bitfield"));
+            }
+            Ok(found.bit_offset / 8)
         }
 
         fn find_member(
@@ -313,11 +399,16 @@ mod tests {
             s: &btf_rs::Struct,
             field: &str,
             base: u32,
-        ) -> Result<Option<u32>> {
+        ) -> Result<Option<Found>> {
             for m in &s.members {
                 let name = btf.resolve_name(m)?;
                 if name == field {
-                    return Ok(Some(base + m.bit_offset()));
+                    let bit_offset = base + m.bit_offset();
+                    return Ok(Some(Found {
+                        bit_offset,
+                        bitfield: m.bitfield_size().is_some_and(|w| w != 0)
+                            || !bit_offset.is_multiple_of(8),
+                    }));
                 }
                 if name.is_empty() {
                     if let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)? {
@@ -370,6 +461,7 @@ mod tests {
         }
         let ours = KernelBtf::load().expect("BTF parses");
         let theirs = btf_rs::Btf::from_file(VMLINUX_BTF).expect("btf-rs parses");
+        // Every field we ask for is a whole one: btf-rs must find it and not as a bitfield.
         let off = |s, f| oracle::member_offset(&theirs, s, f).expect("btf-rs finds the field");
 
         let skb = |f| off("sk_buff", f);
@@ -437,6 +529,7 @@ mod tests {
 
     /// Every member of every named struct of this kernel, ours against btf-rs: the anonymous
     /// members, bitfields and duplicate names of a real BTF, beyond the few fields we read.
+    /// Bitfields must be refused, naming them; every other member answered, as btf-rs does.
     #[test]
     fn every_struct_member_agrees_with_btf_rs() {
         if !std::path::Path::new(VMLINUX_BTF).exists() {
@@ -445,7 +538,7 @@ mod tests {
         }
         let ours = KernelBtf::load().expect("BTF parses");
         let theirs = btf_rs::Btf::from_file(VMLINUX_BTF).expect("btf-rs parses");
-        let (mut structs, mut members) = (0, 0);
+        let (mut structs, mut members, mut bitfields) = (0, 0, 0);
         let mut id = 1;
         while let Ok(t) = theirs.resolve_type_by_id(id) {
             id += 1;
@@ -463,14 +556,22 @@ mod tests {
                     continue;
                 }
                 members += 1;
-                let expected = oracle::member_offset(&theirs, &name, &field).expect("btf-rs");
-                let got = ours.member_offset(&name, &field).expect("ours");
-                assert_eq!(got, expected, "struct {name}.{field}");
+                let expected = oracle::member_at(&theirs, &name, &field).expect("btf-rs");
+                let got = ours.member_offset(&name, &field).map_err(|e| e.to_string());
+                if expected.bitfield {
+                    bitfields += 1;
+                    let refused = refusal(&name, &field, expected.bit_offset);
+                    assert_eq!(got, Err(refused), "struct {name}.{field}");
+                } else {
+                    assert_eq!(got, Ok(expected.bit_offset / 8), "struct {name}.{field}");
+                }
             }
         }
+        eprintln!("{structs} structs, {members} members, {bitfields} bitfields refused");
+        // sk_buff alone has dozens of bitfields (pkt_type, cloned, ...).
         assert!(
-            structs > 1000 && members > 10_000,
-            "{structs} structs, {members} members"
+            structs > 1000 && members > 10_000 && bitfields > 100,
+            "{structs} structs, {members} members, {bitfields} bitfields"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! A reader of the BTF format (the kernel's Documentation/bpf/btf.rst) that keeps only what
 //! vethtrace asks of the kernel's BTF: types by name among structs, unions, enums and functions,
-//! struct members (through anonymous members), enumerators, and modifier/typedef chains.
+//! struct members (through anonymous members, telling bitfields apart), enumerators, and
+//! modifier/typedef chains.
 //!
 //! Why hand-written rather than a crate (STYLE: reach for a crate first): btf-rs 2, which this
 //! replaced, parses and indexes all ~150k types of /sys/kernel/btf/vmlinux up front. Measured
@@ -111,6 +112,19 @@ pub struct Member {
     pub type_id: u32,
     /// From the start of the struct; for a bitfield, its first bit.
     pub bit_offset: u32,
+    /// The bitfield's width when the struct has kind_flag set, else 0 (a plain member, or a
+    /// bitfield told only by its offset or its int type: see [`Btf::member_at`]).
+    pub bitfield_size: u32,
+}
+
+/// Where a member found by name lies in the struct it was looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberAt {
+    /// From the start of that struct (through any anonymous members); a bitfield's first bit.
+    pub bit_offset: u32,
+    /// A bitfield shares its bytes with its neighbours: there is no byte offset at which a
+    /// program could read it, and only its first bit is known here.
+    pub bitfield: bool,
 }
 
 /// An ENUM or ENUM64 value.
@@ -309,15 +323,17 @@ impl Btf {
             let pos = at + TYPE_LEN + 12 * i;
             let read = |k: usize| self.u32_at(pos + 4 * k).ok_or(BtfError::Truncated { id });
             let offset = read(2)?;
+            // With kind_flag set, the top 8 bits are the bitfield's size.
+            let (bit_offset, bitfield_size) = if bitfields {
+                (offset & 0x00ff_ffff, offset >> 24)
+            } else {
+                (offset, 0)
+            };
             Ok(Member {
                 name_off: read(0)?,
                 type_id: read(1)?,
-                // With kind_flag set, the top 8 bits are the bitfield's size.
-                bit_offset: if bitfields {
-                    offset & 0x00ff_ffff
-                } else {
-                    offset
-                },
+                bit_offset,
+                bitfield_size,
             })
         })
     }
@@ -360,9 +376,9 @@ impl Btf {
         Err(BtfError::Loop { id })
     }
 
-    /// Bit offset of the member `field` in the struct or union `t`, looking through anonymous
-    /// struct and union members; `None` when it has no such member.
-    pub fn member_bit_offset(&self, t: &Type, field: &str) -> Result<Option<u32>, BtfError> {
+    /// Where the member `field` lies in the struct or union `t`, looking through anonymous
+    /// struct and union members, and whether it is a bitfield; `None` when it has no such member.
+    pub fn member_at(&self, t: &Type, field: &str) -> Result<Option<MemberAt>, BtfError> {
         self.find_member(t, field, 0, 0)
     }
 
@@ -372,7 +388,7 @@ impl Btf {
         field: &str,
         base: u32,
         depth: usize,
-    ) -> Result<Option<u32>, BtfError> {
+    ) -> Result<Option<MemberAt>, BtfError> {
         if depth > MAX_CHAIN {
             return Err(BtfError::Loop { id: t.id });
         }
@@ -381,7 +397,10 @@ impl Btf {
             let name = self.name_bytes(m.name_off)?;
             let offset = base.saturating_add(m.bit_offset);
             if name == field.as_bytes() {
-                return Ok(Some(offset));
+                return Ok(Some(MemberAt {
+                    bit_offset: offset,
+                    bitfield: self.is_bitfield(&m, offset)?,
+                }));
             }
             if name.is_empty() {
                 let inner = self.resolve(m.type_id)?;
@@ -393,6 +412,28 @@ impl Btf {
             }
         }
         Ok(None)
+    }
+
+    /// Whether member `m`, at `bit_offset` from the outermost struct, is a bitfield. The BTF
+    /// spec says it in one of three ways: a width in the offset word (struct kind_flag set, what
+    /// pahole writes today); without kind_flag, an offset that is not byte-aligned, or an int
+    /// type narrower than its size or shifted by BTF_INT_OFFSET (the older encoding, where
+    /// `u8 x:3` at a byte boundary is told only by its type). Any of them is enough, whatever
+    /// the flag: under kind_flag a narrow int type is malformed, and refusing is the safe answer.
+    fn is_bitfield(&self, m: &Member, bit_offset: u32) -> Result<bool, BtfError> {
+        if m.bitfield_size != 0 || !bit_offset.is_multiple_of(8) {
+            return Ok(true);
+        }
+        let t = self.resolve(m.type_id)?;
+        if t.kind != kind::INT {
+            return Ok(false);
+        }
+        // The int's encoding word: BTF_INT_OFFSET in bits 16-23, BTF_INT_BITS in bits 0-7.
+        let encoding = self
+            .u32_at(t.at + TYPE_LEN)
+            .ok_or(BtfError::Truncated { id: t.id })?;
+        let (shift, bits) = ((encoding >> 16) & 0xff, encoding & 0xff);
+        Ok(shift != 0 || u64::from(bits) < u64::from(t.size_or_type) * 8)
     }
 }
 
@@ -570,8 +611,20 @@ mod tests {
     }
 
     fn offset(btf: &Btf, strukt: &str, field: &str) -> Option<u32> {
-        btf.member_bit_offset(&struct_named(btf, strukt), field)
+        at(btf, strukt, field).map(|m| m.bit_offset)
+    }
+
+    fn at(btf: &Btf, strukt: &str, field: &str) -> Option<MemberAt> {
+        btf.member_at(&struct_named(btf, strukt), field)
             .expect("well-formed")
+    }
+
+    /// A member as found: its bit offset and whether it is a bitfield.
+    fn found(bit_offset: u32, bitfield: bool) -> Option<MemberAt> {
+        Some(MemberAt {
+            bit_offset,
+            bitfield,
+        })
     }
 
     fn func_id(btf: &Btf, name: &str) -> Option<u32> {
@@ -595,15 +648,16 @@ mod tests {
 
     fn check_sample(btf: &Btf, [outer, f, last]: [u32; 3]) {
         assert_eq!(struct_named(btf, "outer").id, outer);
-        assert_eq!(offset(btf, "outer", "a"), Some(0));
+        assert_eq!(at(btf, "outer", "a"), found(0, false));
         // x in the anonymous union at bit 64; y in its anonymous struct, 32 bits further.
-        assert_eq!(offset(btf, "outer", "x"), Some(64));
-        assert_eq!(offset(btf, "outer", "y"), Some(96));
-        assert_eq!(offset(btf, "outer", "pad"), Some(64));
+        assert_eq!(at(btf, "outer", "x"), found(64, false));
+        assert_eq!(at(btf, "outer", "y"), found(96, false));
+        assert_eq!(at(btf, "outer", "pad"), found(64, false));
         assert_eq!(offset(btf, "outer", "nothere"), None);
-        assert_eq!(offset(btf, "bits", "lo"), Some(0));
-        assert_eq!(offset(btf, "bits", "hi"), Some(75));
-        assert_eq!(offset(btf, "plain", "hi"), Some(5 << 24 | 75));
+        assert_eq!(at(btf, "bits", "lo"), found(0, true));
+        assert_eq!(at(btf, "bits", "hi"), found(75, true));
+        // Not byte-aligned, so a bitfield even without kind_flag.
+        assert_eq!(at(btf, "plain", "hi"), found(5 << 24 | 75, true));
         assert_eq!(
             values(btf, "e"),
             [
@@ -619,7 +673,7 @@ mod tests {
         assert_eq!(func_id(btf, "f"), Some(f));
         assert_eq!(func_id(btf, "last"), Some(last));
         assert_eq!(func_id(btf, "dup"), Some(f + 2));
-        assert_eq!(offset(btf, "dup", "d"), Some(16));
+        assert_eq!(at(btf, "dup", "d"), found(16, false));
         assert_eq!(func_id(btf, "outer"), None);
         assert_eq!(func_id(btf, "nothere"), None);
         // Only the kinds asked about are indexed by name.
@@ -643,6 +697,79 @@ mod tests {
         check_sample(&btf, ids);
     }
 
+    /// The three ways BTF says a member is a bitfield, each next to plain members that are still
+    /// answered as such.
+    #[test]
+    fn bitfields_are_told_apart() {
+        let mut b = Blob::new();
+        let int = b.ty("int", kind::INT, false, 0, 4, &[32]);
+        let u8t = b.ty("u8", kind::INT, false, 0, 1, &[8]);
+        // The older encoding's bitfield types: `int x:3`, and 6 bits starting 2 bits in.
+        let int3 = b.ty("int", kind::INT, false, 0, 4, &[3]);
+        let shifted = b.ty("u8", kind::INT, false, 0, 1, &[2 << 16 | 6]);
+        let td3 = b.ty("i3_t", kind::TYPEDEF, false, 0, int3, &[]);
+        let ptr = b.ty("", kind::PTR, false, 0, int, &[]);
+        // kind_flag: the width is in the offset word's top byte; a zero width is a plain member.
+        b.composite(
+            "flagged",
+            kind::STRUCT,
+            true,
+            &[
+                ("a", u8t, 0),
+                ("lo", u8t, 3 << 24 | 8),
+                ("hi", u8t, 5 << 24 | 11),
+                // A bitfield as wide as its type, byte-aligned: still declared a bitfield.
+                ("whole", int, 32 << 24 | 32),
+                ("after", ptr, 64),
+            ],
+        );
+        // No kind_flag: an offset off a byte boundary, or an int type narrower than its size
+        // (through a typedef) or shifted.
+        let unflagged = b.composite(
+            "unflagged",
+            kind::STRUCT,
+            false,
+            &[
+                ("x", int, 0),
+                ("odd", int, 36),
+                ("narrow", int3, 64),
+                ("typed", td3, 96),
+                ("shift", shifted, 128),
+                ("next", u8t, 136),
+            ],
+        );
+        // Found through an anonymous member: the inner struct's kind_flag decides, and the
+        // offset is the outer struct's.
+        b.composite(
+            "outer",
+            kind::STRUCT,
+            false,
+            &[("head", int, 0), ("", unflagged, 64)],
+        );
+        let btf = Btf::parse(b.bytes()).expect("parses");
+        assert_eq!(at(&btf, "flagged", "a"), found(0, false));
+        assert_eq!(at(&btf, "flagged", "lo"), found(8, true));
+        assert_eq!(at(&btf, "flagged", "hi"), found(11, true));
+        assert_eq!(at(&btf, "flagged", "whole"), found(32, true));
+        assert_eq!(at(&btf, "flagged", "after"), found(64, false));
+        assert_eq!(at(&btf, "unflagged", "x"), found(0, false));
+        assert_eq!(at(&btf, "unflagged", "odd"), found(36, true));
+        assert_eq!(at(&btf, "unflagged", "narrow"), found(64, true));
+        assert_eq!(at(&btf, "unflagged", "typed"), found(96, true));
+        assert_eq!(at(&btf, "unflagged", "shift"), found(128, true));
+        assert_eq!(at(&btf, "unflagged", "next"), found(136, false));
+        assert_eq!(at(&btf, "outer", "head"), found(0, false));
+        assert_eq!(at(&btf, "outer", "odd"), found(100, true));
+        assert_eq!(at(&btf, "outer", "next"), found(200, false));
+        // The members themselves carry the width only under kind_flag.
+        let flagged = struct_named(&btf, "flagged");
+        let widths: Vec<u32> = btf
+            .members(&flagged)
+            .map(|m| m.expect("well-formed").bitfield_size)
+            .collect();
+        assert_eq!(widths, [0, 3, 5, 32, 0]);
+    }
+
     #[test]
     fn reads_big_endian_blobs() {
         let (b, ids) = sample();
@@ -664,7 +791,7 @@ mod tests {
     fn exercise(btf: &Btf) {
         for name in ["outer", "bits", "e", "e64", "f", "dup", "last"] {
             for t in btf.types_named(name) {
-                let _ = btf.member_bit_offset(&t, "y");
+                let _ = btf.member_at(&t, "y");
                 for e in btf.enumerators(&t).flatten() {
                     let _ = btf.name(e.name_off);
                 }
@@ -673,7 +800,7 @@ mod tests {
         }
         for id in 0..64 {
             if let Ok(t) = btf.type_by_id(id) {
-                let _ = btf.member_bit_offset(&t, "x");
+                let _ = btf.member_at(&t, "x");
                 let _ = btf.resolve(id);
                 let _ = btf.name(t.name_off);
             }
@@ -828,12 +955,16 @@ mod tests {
         // An anonymous member of a type the BTF does not have, or of void.
         b.composite("dangling", kind::STRUCT, false, &[("", 99, 0)]);
         b.composite("void", kind::STRUCT, false, &[("", 0, 0)]);
+        // The member asked for, of a type the BTF does not have: whether it is a bitfield
+        // cannot be told.
+        b.composite("named", kind::STRUCT, false, &[("x", 99, 0)]);
         let btf = Btf::parse(b.bytes()).expect("parses");
-        let q = |s: &str| btf.member_bit_offset(&struct_named(&btf, s), "x");
+        let q = |s: &str| btf.member_at(&struct_named(&btf, s), "x");
         assert_eq!(q("selfish"), Err(BtfError::Loop { id: selfish }));
         assert_eq!(q("looped"), Err(BtfError::Loop { id: t2 }));
         assert_eq!(q("dangling"), Err(BtfError::NoType { id: 99 }));
         assert_eq!(q("void"), Err(BtfError::NoType { id: 0 }));
+        assert_eq!(q("named"), Err(BtfError::NoType { id: 99 }));
         assert_eq!(btf.resolve(t1), Err(BtfError::Loop { id: t1 }));
     }
 }
