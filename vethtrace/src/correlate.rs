@@ -156,6 +156,7 @@ impl Correlator {
     /// Adds one observation to its packet (a new one when the key is new, or was last seen
     /// longer than [`SAME_PACKET_WINDOW_NS`] ago). Hops stay in time order even when events
     /// from several CPUs arrive slightly out of order.
+    #[inline]
     pub fn push(&mut self, o: Observation) {
         let key = PacketKey::of(o.flow());
         if let Some((k, i)) = self.last {
@@ -167,12 +168,18 @@ impl Correlator {
                 }
             }
         }
+        self.push_by_index(key, o);
+    }
+
+    /// [`Correlator::push`] of a hop that is not the last packet's: looked up in the index.
+    #[inline(never)]
+    fn push_by_index(&mut self, key: PacketKey, o: Observation) {
         let n = self.base + self.slots.len() as u64;
         let h = self.index.hash(&key);
         let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
         let shadows = match self
             .index
-            .get(&key, h, |m| open_key(base, slots, last_ts, m))
+            .get_or_set(&key, h, n, |m| open_key(base, slots, last_ts, m))
             .and_then(|m| live_slot(self.base, &self.last_ts, m))
         {
             Some(i) => {
@@ -184,14 +191,16 @@ impl Correlator {
                         return;
                     }
                 }
+                // The key's open packet is too old: this one starts a new packet and takes
+                // the key over.
+                let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
+                self.index
+                    .set(&key, h, n, |m| open_key(base, slots, last_ts, m));
                 true
             }
-            // New, or left behind by a flushed packet.
+            // New (the index now names it), or left behind by a flushed packet.
             None => false,
         };
-        let (base, slots, last_ts) = (self.base, &self.slots, &self.last_ts);
-        self.index
-            .set(&key, h, n, |m| open_key(base, slots, last_ts, m));
         self.last_ts.push_back(o.ts_ns);
         let mut hops = Vec::with_capacity(self.hops_hint.max(1));
         hops.push(o);
@@ -341,6 +350,7 @@ fn live_slot(base: u64, last_ts: &VecDeque<u64>, n: u64) -> Option<usize> {
 }
 
 /// Puts a hop in time order: at the end unless it arrived late from another CPU.
+#[inline]
 fn add_hop(hops: &mut Vec<Observation>, o: Observation) {
     if hops.last().is_none_or(|h| h.ts_ns <= o.ts_ns) {
         hops.push(o);

@@ -9,7 +9,7 @@
 //! `collided`: the index answers exactly as a map keyed by `PacketKey` would.
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     hash::{BuildHasher, BuildHasherDefault, Hasher},
 };
 
@@ -73,6 +73,46 @@ impl Index {
             return None;
         }
         self.collided.get(key).copied()
+    }
+
+    /// The number of `key`'s newest packet if it is open ([`Index::get`]); else makes `n` its
+    /// newest packet ([`Index::set`]). One probe of the table in the common case (no collided
+    /// keys): every new packet asks both, and each probe of a table of tens of thousands of
+    /// entries is a cache miss.
+    pub(super) fn get_or_set<'k>(
+        &mut self,
+        key: &PacketKey,
+        h: u64,
+        n: u64,
+        key_of: impl Fn(u64) -> Option<&'k PacketKey>,
+    ) -> Option<u64> {
+        if !self.collided.is_empty() {
+            // `get` may answer a flushed packet from `collided`: that one is no longer open.
+            let found = self.get(key, h, &key_of).filter(|&m| key_of(m).is_some());
+            if found.is_none() {
+                self.set(key, h, n, key_of);
+            }
+            return found;
+        }
+        match self.by_hash.entry(h) {
+            Entry::Vacant(v) => {
+                v.insert(n);
+                None
+            }
+            Entry::Occupied(mut e) => match key_of(*e.get()) {
+                Some(k) if k == key => Some(*e.get()),
+                // Held by an open packet of another key.
+                Some(_) => {
+                    self.collided.insert(*key, n);
+                    None
+                }
+                // Left behind by a flushed packet.
+                None => {
+                    e.insert(n);
+                    None
+                }
+            },
+        }
     }
 
     /// Makes `n` the newest packet of `key`.
