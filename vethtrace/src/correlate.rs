@@ -537,17 +537,72 @@ mod tests {
         }
     }
 
-    /// Packets as (first hop's time, every hop's (time, namespace)), to compare two runs.
-    fn shape(paths: &[PacketPath]) -> Vec<Vec<(u64, String)>> {
-        paths
-            .iter()
-            .map(|p| {
-                p.hops
-                    .iter()
-                    .map(|h| (h.ts_ns, h.netns.to_string()))
-                    .collect()
-            })
-            .collect()
+    /// Packets as their hops, to compare two runs: every field of every hop, so that a hop
+    /// must come back exactly as it was pushed.
+    fn shape(paths: impl IntoIterator<Item = PacketPath>) -> Vec<Vec<Observation>> {
+        paths.into_iter().map(|p| p.hops).collect()
+    }
+
+    /// An observation of packet `seq` with every kind of field: interned and counted names,
+    /// no device, drops, frees and verdicts,
+    /// TTL, VLAN and other non-key fields that differ between hops of one packet, VXLAN
+    /// frames, snapshots.
+    fn varied(next: &mut impl FnMut() -> u64, ts: u64, n: u64, seq: u16) -> Observation {
+        let interned = |s: &str| crate::name::Name::interned(s);
+        let mut flow = icmp(seq, 60 + (next() % 5) as u8, 8);
+        if next().is_multiple_of(8) {
+            flow.vlan = (next() % 3) as u16;
+        }
+        if next().is_multiple_of(16) {
+            flow.ip_len = (next() % 100) as u16;
+        }
+        let what = match next() % 24 {
+            0 => What::Drop {
+                reason: interned("NETFILTER_DROP"),
+                location: format!("nf_hook_slow+0x{n:x}").into(),
+            },
+            1 => What::Freed {
+                reason: interned("NOT_SPECIFIED"),
+                location: interned("skb_release"),
+                why: "test",
+            },
+            2 => What::Netfilter {
+                family: interned("ip"),
+                hook: interned("FORWARD"),
+                table: interned("filter"),
+                chain: format!("c{n}").into(),
+                verdict: interned("ACCEPT"),
+            },
+            3..=12 => What::Hook(Dir::Egress),
+            _ => What::Hook(Dir::Ingress),
+        };
+        let mut o = obs(ts, "unused", "eth0", what, flow);
+        o.netns = match next() % 6 {
+            0 => format!("n{n}").into(),
+            k => interned(&format!("ns{k}")),
+        };
+        o.ifname = match next() % 10 {
+            0 => None,
+            1 => Some(format!("if{n}").into()),
+            k => Some(interned(&format!("veth{k}"))),
+        };
+        o.netns_cookie = next() % 4;
+        o.ifindex = (next() % 4) as u32;
+        o.len = (next() % 2000) as u32;
+        o.mark = (next() % 3) as u32;
+        o.truncated = next().is_multiple_of(20);
+        if next().is_multiple_of(10) {
+            // A VXLAN frame: the packet inside, the underlay's headers outside.
+            o.inner = Some(flow).into();
+            o.outer = icmp(0, 64, 0);
+            o.outer.l4 = 17;
+            o.outer.dport = 4789;
+        }
+        if next().is_multiple_of(10) {
+            o.snapshot = vec![n as u8; 1 + (next() % 64) as usize];
+            o.snapshot_l3 = next().is_multiple_of(2);
+        }
+        o
     }
 
     #[test]
@@ -584,20 +639,14 @@ mod tests {
             let idle = [500, 50_000, 2_000_000_000][round % 3];
             for n in 0..3_000u64 {
                 now += next() % 200_000_000;
-                let late = if next() % 10 == 0 {
+                let late = if next().is_multiple_of(10) {
                     next() % 3_000_000_000
                 } else {
                     0
                 };
                 let ts = now.saturating_sub(late);
                 let seq = (next() % keys) as u16;
-                let o = obs(
-                    ts,
-                    &format!("n{n}"),
-                    "eth0",
-                    What::Hook(Dir::Egress),
-                    icmp(seq, 64, 8),
-                );
+                let o = varied(&mut next, ts, n, seq);
                 c.push(o.clone());
                 r.push(o);
                 // In some rounds one key seen on time at every step stays open while the
@@ -613,18 +662,14 @@ mod tests {
                     c.push(o.clone());
                     r.push(o);
                 }
-                if next() % 7 == 0 {
+                if next().is_multiple_of(7) {
                     let at = now.saturating_sub(next() % 1_000_000_000);
                     let (a, b) = (c.flush_idle(at, idle), r.flush_idle(at, idle));
-                    assert_eq!(shape(&a), shape(&b), "round {round}, event {n}");
+                    assert_eq!(shape(a), shape(b), "round {round}, event {n}");
                     assert_eq!(c.pending(), r.open.len(), "round {round}, event {n}");
                 }
             }
-            assert_eq!(
-                shape(&c.flush_all()),
-                shape(&r.flush_all()),
-                "round {round}"
-            );
+            assert_eq!(shape(c.flush_all()), shape(r.flush_all()), "round {round}");
             assert_eq!(c.pending(), 0);
         }
     }
@@ -655,7 +700,7 @@ mod tests {
                     c.flush_idle(now, 250_000_000),
                     r.flush_idle(now, 250_000_000),
                 );
-                assert_eq!(shape(&a), shape(&b), "event {n}");
+                assert_eq!(shape(a), shape(b), "event {n}");
                 assert_eq!(c.pending(), r.open.len());
             }
             assert!(
@@ -663,8 +708,8 @@ mod tests {
                 "holes are compacted"
             );
         }
-        let (a, b) = (c.flush_all(), r.flush_all());
-        assert_eq!(shape(&a), shape(&b));
-        assert_eq!(a[0].hops.len(), 5_000, "the hot packet collected every hop");
+        let (a, b) = (shape(c.flush_all()), shape(r.flush_all()));
+        assert_eq!(a, b);
+        assert_eq!(a[0].len(), 5_000, "the hot packet collected every hop");
     }
 }
