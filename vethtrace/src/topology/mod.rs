@@ -15,6 +15,7 @@
 pub mod enumerate;
 pub mod ethtool;
 pub mod fdb;
+pub mod kinds;
 pub mod links;
 pub mod model;
 pub mod naming;

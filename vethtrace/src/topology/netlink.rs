@@ -9,8 +9,8 @@ use std::io;
 
 use anyhow::{Context, Result};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -61,12 +61,54 @@ impl Rtnl {
             .map(|(out, _)| out)
     }
 
+    /// Sends a dump request and returns every reply's payload (after the netlink header)
+    /// unparsed, for callers that read a few attributes of many messages (parsing every
+    /// attribute of a link dump doubled the time the survey of the namespaces at start takes:
+    /// see `kinds`).
+    pub fn dump_raw(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<Vec<u8>>> {
+        let mut last = Vec::new();
+        for _ in 0..DUMP_RETRIES {
+            let mut out = Vec::new();
+            let interrupted =
+                self.exchange_frames(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, |f| {
+                    out.push(f.get(HEADER_LEN..).unwrap_or_default().to_vec())
+                })?;
+            if !interrupted {
+                return Ok(out);
+            }
+            last = out;
+        }
+        Ok(last)
+    }
+
     /// Sends `msg` with `flags`; returns the replies and whether the dump was interrupted.
     fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
+        let mut replies = Vec::new();
+        let interrupted = self.exchange_frames(msg, flags, |frame| {
+            // An attribute this crate version cannot parse: skip the message.
+            if let Ok(NetlinkMessage {
+                payload: NetlinkPayload::InnerMessage(m),
+                ..
+            }) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame)
+            {
+                replies.push(m);
+            }
+        })?;
+        Ok((replies, interrupted))
+    }
+
+    /// Sends `msg` with `flags` and hands every reply frame (header included) but the final
+    /// DONE or ACK to `each`; returns whether the dump was interrupted.
+    fn exchange_frames(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -78,42 +120,67 @@ impl Rtnl {
         packet.serialize(&mut out);
         self.socket.send(&out, 0)?;
 
-        let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
             let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
-            while offset + 16 <= size {
+            while offset + HEADER_LEN <= size {
                 let Some(len) = frame_len(&self.buf[offset..size]) else {
                     break;
                 };
                 let frame = &self.buf[offset..offset + len];
                 offset += align4(len);
-                let Ok(reply) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame) else {
-                    // An attribute this crate version cannot parse: skip the message.
+                let Some(h) = FrameHeader::of(frame) else {
                     continue;
                 };
-                if reply.header.sequence_number != seq {
+                if h.seq != seq {
                     continue;
                 }
-                if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+                if h.flags & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;
                 }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok((replies, interrupted)),
-                    NetlinkPayload::Error(e) => {
-                        if e.code.is_some() {
-                            return Err(e.to_io());
+                match h.kind {
+                    NLMSG_DONE => return Ok(interrupted),
+                    NLMSG_ERROR => {
+                        // struct nlmsgerr: the error code, then the request's header.
+                        let Some(code) = frame.get(HEADER_LEN..HEADER_LEN + 4) else {
+                            continue;
+                        };
+                        let code = i32::from_ne_bytes(code.try_into().unwrap_or_default());
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(code.saturating_abs()));
                         }
                         // A plain ACK ends a non-dump request.
-                        return Ok((replies, interrupted));
+                        return Ok(interrupted);
                     }
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
                     // A single request's answer is followed by its ACK; keep reading.
-                    NetlinkPayload::InnerMessage(m) => replies.push(m),
-                    _ => {}
+                    _ => each(frame),
                 }
             }
         }
+    }
+}
+
+/// `struct nlmsghdr`'s length.
+const HEADER_LEN: usize = 16;
+
+/// The fields of a frame's `struct nlmsghdr` the exchange looks at.
+#[derive(Debug, PartialEq, Eq)]
+struct FrameHeader {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+}
+
+impl FrameHeader {
+    fn of(frame: &[u8]) -> Option<Self> {
+        let u16_at = |i: usize| Some(u16::from_ne_bytes(frame.get(i..i + 2)?.try_into().ok()?));
+        Some(Self {
+            kind: u16_at(4)?,
+            flags: u16_at(6)?,
+            seq: u32::from_ne_bytes(frame.get(8..12)?.try_into().ok()?),
+        })
     }
 }
 
@@ -142,5 +209,23 @@ mod tests {
         assert_eq!(frame_len(&b), None);
         assert_eq!(align4(17), 20);
         assert_eq!(align4(20), 20);
+    }
+
+    #[test]
+    fn frame_header_fields_and_short_frames() {
+        let mut f = vec![0u8; 16];
+        f[..4].copy_from_slice(&16u32.to_ne_bytes());
+        f[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        f[6..8].copy_from_slice(&NLM_F_DUMP_INTR.to_ne_bytes());
+        f[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(
+            FrameHeader::of(&f),
+            Some(FrameHeader {
+                kind: NLMSG_DONE,
+                flags: NLM_F_DUMP_INTR,
+                seq: 7
+            })
+        );
+        assert_eq!(FrameHeader::of(&f[..11]), None);
     }
 }
