@@ -37,7 +37,8 @@ pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const COUNTERS_MAP: &str = "COUNTERS";
     pub const NETNS_MAP: &str = "NETNS";
-    /// The (namespace, interface) pairs the device tracepoints record: a key is a [`HookKey`].
+    /// The (namespace, interface) pairs the device tracepoints record: a key is a [`HookKey`],
+    /// its value a mask of [`hook_dir`](crate::hook_dir) bits.
     pub const HOOKS_MAP: &str = "HOOKS";
     pub const CONFIG_GLOBAL: &str = "CONFIG";
     pub const TC_INGRESS_PROG: &str = "vethtrace_tc_ingress";
@@ -314,6 +315,23 @@ pub struct HookKey {
     pub netns_cookie: u64,
     pub ifindex: u32,
     pub _pad: u32,
+}
+
+/// Bits of a `HOOKS` value: which directions of the interface the device tracepoints record.
+///
+/// Why not always both: netif_receive_skb fires once per received packet, for the device it
+/// arrived on. A device the receive path hands the frame on to (a macvlan, a VLAN sub-device,
+/// a bond master: `another_round`) gets no tracepoint, though tc ingress runs there; user
+/// space hooks such a device's ingress with the tc program and registers only its egress here,
+/// so each direction is recorded once (a broadcast a macvlan re-queues with netif_rx does fire
+/// the tracepoint for it, and would otherwise be recorded twice).
+pub mod hook_dir {
+    /// net:netif_receive_skb records the interface (its ingress).
+    pub const INGRESS: u8 = 1 << 0;
+    /// net:net_dev_queue records the interface (its egress).
+    pub const EGRESS: u8 = 1 << 1;
+    /// Both directions: every interface but the ones whose ingress the tc program hooks.
+    pub const BOTH: u8 = INGRESS | EGRESS;
 }
 
 /// Load-time configuration, written into the `CONFIG` global before the programs load.

@@ -1,6 +1,7 @@
 //! Device tracepoints (tp_btf net:netif_receive_skb and net:net_dev_queue): a device's ingress
 //! and egress on every device of the machine with two attachments, instead of one tc hook per
-//! device and direction. The `HOOKS` map says which (namespace, interface) pairs are traced;
+//! device and direction. The `HOOKS` map says which (namespace, interface) pairs are traced,
+//! and in which directions (`hook_dir`: an upper device's ingress is left to the tc program);
 //! everything else costs one device walk and one lookup.
 //!
 //! Why: a TCX link waits for RCU grace periods under the RTNL (about 12 ms each here), so
@@ -12,7 +13,7 @@
 //! apart, and need not.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
-use vethtrace_common::{counter, flag, hook, kind, HookKey, KernelOffsets};
+use vethtrace_common::{counter, flag, hook, hook_dir, kind, HookKey, KernelOffsets};
 
 use crate::{
     emit::{emit_copied, reset},
@@ -27,18 +28,18 @@ const MAC_UNSET: u16 = 0xffff;
 // TP_PROTO(struct sk_buff *skb) for both.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn vethtrace_dev_ingress(ctx: BtfTracePointContext) -> i32 {
-    trace(ctx.arg(0), hook::TC_INGRESS);
+    trace(ctx.arg(0), hook::TC_INGRESS, hook_dir::INGRESS);
     0
 }
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn vethtrace_dev_egress(ctx: BtfTracePointContext) -> i32 {
-    trace(ctx.arg(0), hook::TC_EGRESS);
+    trace(ctx.arg(0), hook::TC_EGRESS, hook_dir::EGRESS);
     0
 }
 
 #[inline(always)]
-fn trace(skb: u64, hook: u8) {
+fn trace(skb: u64, hook: u8, dir: u8) {
     let o: KernelOffsets = config(|c| &c.offsets);
     if o.valid == 0 {
         return;
@@ -52,9 +53,10 @@ fn trace(skb: u64, hook: u8) {
         ifindex,
         _pad: 0,
     };
-    // SAFETY: the value is only tested for presence.
-    if unsafe { HOOKS.get(key) }.is_none() {
-        return;
+    // SAFETY: the value is a plain byte, read once; user space only inserts and deletes keys.
+    match unsafe { HOOKS.get(key) } {
+        Some(dirs) if *dirs & dir != 0 => {}
+        _ => return,
     }
     let Some(slot) = SCRATCH.get_ptr_mut(SCRATCH_DEV) else {
         return;

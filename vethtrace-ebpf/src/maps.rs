@@ -39,7 +39,8 @@ pub static NF_STASH: PerCpuArray<NfStash> = PerCpuArray::with_max_entries(1, 0);
 pub static NETNS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
 /// The interfaces the device tracepoints record (they fire for every device of the machine):
-/// user space inserts one key per hooked (namespace, interface); values unused.
+/// user space inserts one key per hooked (namespace, interface), its value the directions
+/// recorded (`vethtrace_common::hook_dir` bits).
 #[map(name = "HOOKS")]
 pub static HOOKS: HashMap<HookKey, u8> = HashMap::with_max_entries(65536, 0);
 

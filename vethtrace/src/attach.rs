@@ -387,7 +387,7 @@ pub fn register(ebpf: &mut Ebpf, namespaces: Vec<AttachedNetns>) -> Result<Attac
                 ifindex: *ifindex,
                 _pad: 0,
             };
-            if let Err(e) = map.insert(key, 1, 0) {
+            if let Err(e) = map.insert(key, vethtrace_common::hook_dir::BOTH, 0) {
                 // Keys inserted by this call go too: nothing would ever forget them.
                 for o in &links {
                     if let Hook::Key(Some(k)) = o.hook {
