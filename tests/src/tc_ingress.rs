@@ -32,6 +32,7 @@ impl TcIngress {
                 snapshots,
                 ring_bytes: None,
                 device_tracepoints: false,
+                tc_ingress: false,
             },
             device_reads,
         )?;

@@ -178,6 +178,7 @@ fn tiny_ring_flood_counts_every_event_as_delivered_or_lost() {
             // One page: about 23 records.
             ring_bytes: Some(4096),
             device_tracepoints: false,
+            tc_ingress: false,
         },
         targets,
         ..Default::default()

@@ -11,7 +11,9 @@
 //! - device tracepoints: the two tp_btf programs the loader attached once for the whole machine
 //!   (net:netif_receive_skb, net:net_dev_queue) record the interfaces whose (netns cookie,
 //!   ifindex) key is in the `HOOKS` map, so "attaching" one is a map insert; they go with the
-//!   programs' fds when the trace ends, kill -9 included.
+//!   programs' fds when the trace ends, kill -9 included. An upper device (macvlan, VLAN, bond
+//!   master…, see `upper`) gets no netif_receive_skb of its own: its ingress is hooked with
+//!   the tc ingress program (TCX, else clsact) and its key records only its egress.
 //!
 //! One worker thread attaches everything, in turn, on purpose: a TCX link create or release
 //! waits for two RCU grace periods (`tcx_entry_sync`, `bpf_mprog_commit`) while holding the
@@ -34,7 +36,10 @@ use aya::{
 };
 use vethtrace_common::{names, HookKey};
 
-use crate::netns::{self, NetnsPath};
+use crate::{
+    netns::{self, NetnsPath},
+    upper,
+};
 
 /// How the programs are hooked to the interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -85,6 +90,10 @@ pub struct AttachedNetns {
     pub cookie: u64,
     /// (ifindex, name) of every interface hooked in both directions.
     pub interfaces: Vec<(u32, String)>,
+    /// Device tracepoints: the ifindexes among `interfaces` whose ingress is (in a survey:
+    /// needs to be) hooked with the tc ingress program, upper devices that
+    /// net:netif_receive_skb does not fire for. Empty with tc hooks.
+    pub upper: Vec<u32>,
 }
 
 /// Which interfaces of a namespace to hook.
@@ -94,12 +103,24 @@ pub struct Selection {
     pub ifnames: Vec<String>,
 }
 
+impl Selection {
+    /// Whether the interface named `name` is to be hooked.
+    fn wants(&self, name: &str) -> bool {
+        if self.ifnames.is_empty() {
+            name != "lo"
+        } else {
+            self.ifnames.iter().any(|n| n == name)
+        }
+    }
+}
+
 /// One hooked (interface, direction).
 enum Hook {
     /// A tc program attached with TCX or clsact.
     Tc(SchedClassifierLink, Mechanism),
     /// The interface's key in the `HOOKS` map (device tracepoints; one key serves both
-    /// directions, held by the ingress entry).
+    /// directions, held by the ingress entry, or only egress for an upper device, whose
+    /// ingress is a `Tc` hook).
     Key(Option<HookKey>),
 }
 
@@ -186,6 +207,7 @@ impl Attachments {
         self.links = kept;
         for ns in self.namespaces.iter_mut().filter(|n| n.inode == inode) {
             ns.interfaces.retain(|(i, _)| *i != ifindex);
+            ns.upper.retain(|i| *i != ifindex);
         }
         gone.into_iter().filter_map(Owned::release).collect()
     }
@@ -196,6 +218,33 @@ impl Attachments {
         m.sort_by_key(|m| *m as u8);
         m.dedup();
         m
+    }
+
+    /// The mechanisms of the tc hooks on upper devices' ingress (device tracepoints), and
+    /// (namespace cookie, ifindex, name) of each of those devices.
+    pub fn upper_ingress(&self) -> (Vec<Mechanism>, Vec<(u64, u32, String)>) {
+        let mut devices = Vec::new();
+        for ns in &self.namespaces {
+            for (ifindex, name) in &ns.interfaces {
+                if ns.upper.contains(ifindex) {
+                    devices.push((ns.cookie, *ifindex, name.clone()));
+                }
+            }
+        }
+        let mut m: Vec<Mechanism> = self
+            .links
+            .iter()
+            .filter(|o| matches!(o.hook, Hook::Tc(..)))
+            .filter(|o| {
+                self.namespaces
+                    .iter()
+                    .any(|n| n.inode == o.inode && n.upper.contains(&o.ifindex))
+            })
+            .map(Owned::mechanism)
+            .collect();
+        m.sort_by_key(|m| *m as u8);
+        m.dedup();
+        (m, devices)
     }
 }
 
@@ -227,7 +276,8 @@ impl Drop for Attachments {
 
 /// Hooks the selected interfaces of every namespace in `targets`: both tc programs (`auto`:
 /// TCX, clsact when the kernel has no TCX), or, in `Tracepoints` mode, their keys in the
-/// `HOOKS` map (the loader must have attached the device tracepoints). A namespace that
+/// `HOOKS` map (the loader must have attached the device tracepoints) and the tc ingress
+/// program on the upper devices among them (see [`register`]). A namespace that
 /// vanished meanwhile is skipped; any other failure detaches what was done and returns the
 /// error.
 pub fn attach_all(
@@ -300,6 +350,7 @@ fn attach_here(
         inode: netns::inode(path)?,
         cookie: netns::cookie_of_current()?,
         interfaces: Vec::new(),
+        upper: Vec::new(),
     };
     for (ifindex, name) in selected_here(selection)? {
         for (prog, dir) in [
@@ -326,26 +377,36 @@ fn selected_here(selection: &Selection) -> Result<Vec<(u32, String)>> {
     Ok(all
         .iter()
         .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
-        .filter(|(_, name)| {
-            if selection.ifnames.is_empty() {
-                name != "lo"
-            } else {
-                selection.ifnames.contains(name)
-            }
-        })
+        .filter(|(_, name)| selection.wants(name))
         .collect())
 }
 
 /// The selected interfaces of every namespace in `targets` (namespaces that vanished are
-/// skipped): what attaching would hook, without attaching anything.
+/// skipped) and which of them are upper devices: what attaching would hook, without attaching
+/// anything.
 pub fn survey(targets: &[NetnsPath], selection: &Selection) -> Result<Vec<AttachedNetns>> {
     let mut out = Vec::new();
     for r in netns::run_in_each(targets, |path| {
+        // One link dump gives the names and kinds (what if_nameindex lists, from the same
+        // kind of dump).
+        let links = crate::topology::kinds::read_current()?;
+        let interfaces: Vec<(u32, String)> = links
+            .iter()
+            .filter(|l| selection.wants(&l.name))
+            .map(|l| (l.ifindex, l.name.clone()))
+            .collect();
+        let kind_of = |i: u32| {
+            links
+                .iter()
+                .find(|l| l.ifindex == i)
+                .and_then(|l| l.kind.clone())
+        };
         Ok(AttachedNetns {
             path: path.to_path_buf(),
             inode: netns::inode(path)?,
             cookie: netns::cookie_of_current()?,
-            interfaces: selected_here(selection)?,
+            upper: upper::needing_tc_ingress(&interfaces, kind_of),
+            interfaces,
         })
     }) {
         match r {
@@ -373,13 +434,42 @@ pub fn resolve(mode: AttachMode, survey: &[AttachedNetns]) -> AttachMode {
 }
 
 /// Device tracepoints: inserts one `HOOKS` key per interface of a [`survey`] (the loader
-/// must have attached the device tracepoints).
-pub fn register(ebpf: &mut Ebpf, namespaces: Vec<AttachedNetns>) -> Result<Attachments> {
+/// must have attached the device tracepoints), and hooks the ingress of its upper devices with
+/// the tc ingress program (TCX, else clsact; loaded now if the loader did not). A namespace
+/// that vanished meanwhile is skipped; on any other failure nothing stays attached or
+/// registered.
+pub fn register(ebpf: &mut Ebpf, mut namespaces: Vec<AttachedNetns>) -> Result<Attachments> {
+    // tc first: if it fails, no key is in the map yet (`out` detaches what was attached).
+    let mut out = Attachments {
+        links: Vec::new(),
+        namespaces: Vec::new(),
+    };
+    if namespaces.iter().any(|n| !n.upper.is_empty()) {
+        let ingress = tc_ingress_loaded(ebpf)?;
+        let mut gone = Vec::new();
+        for ns in namespaces.iter().filter(|n| !n.upper.is_empty()) {
+            let r = netns::run_in(&ns.path, || {
+                let mut links = Vec::new();
+                let r = attach_upper_ingress(ingress, ns, &mut links);
+                // Links are returned even on error so that `out` detaches them.
+                Ok((r, links))
+            });
+            match r {
+                Ok((r, links)) => {
+                    out.links.extend(links);
+                    r?;
+                }
+                Err(e) if netns::vanished(&e) => gone.push(ns.inode),
+                Err(e) => return Err(e),
+            }
+        }
+        namespaces.retain(|n| !gone.contains(&n.inode));
+    }
     let mut map: BpfHashMap<_, HookKey, u8> = BpfHashMap::try_from(
         ebpf.map_mut(names::HOOKS_MAP)
             .context("the eBPF object has no HOOKS map: rebuild it")?,
     )?;
-    let mut links: Vec<Owned> = Vec::new();
+    let mut keys: Vec<Owned> = Vec::new();
     for ns in &namespaces {
         for (ifindex, name) in &ns.interfaces {
             let key = HookKey {
@@ -387,17 +477,25 @@ pub fn register(ebpf: &mut Ebpf, namespaces: Vec<AttachedNetns>) -> Result<Attac
                 ifindex: *ifindex,
                 _pad: 0,
             };
-            if let Err(e) = map.insert(key, vethtrace_common::hook_dir::BOTH, 0) {
+            let tc_ingress = ns.upper.contains(ifindex);
+            if let Err(e) = map.insert(key, upper::hook_dirs(tc_ingress), 0) {
                 // Keys inserted by this call go too: nothing would ever forget them.
-                for o in &links {
+                for o in &keys {
                     if let Hook::Key(Some(k)) = o.hook {
                         let _ = map.remove(&k);
                     }
                 }
                 return Err(e).with_context(|| format!("hook {name} in {}", ns.path.display()));
             }
-            for hook in [Hook::Key(Some(key)), Hook::Key(None)] {
-                links.push(Owned {
+            // One entry per direction: the key, and the second direction's placeholder unless
+            // a tc hook holds the ingress.
+            let hooks = if tc_ingress {
+                vec![Hook::Key(Some(key))]
+            } else {
+                vec![Hook::Key(Some(key)), Hook::Key(None)]
+            };
+            for hook in hooks {
+                keys.push(Owned {
                     netns: ns.path.clone(),
                     inode: ns.inode,
                     ifindex: *ifindex,
@@ -406,7 +504,42 @@ pub fn register(ebpf: &mut Ebpf, namespaces: Vec<AttachedNetns>) -> Result<Attac
             }
         }
     }
-    Ok(Attachments { links, namespaces })
+    out.links.extend(keys);
+    out.namespaces = namespaces;
+    Ok(out)
+}
+
+/// The tc ingress program, loaded if the loader left it out (a trace with the device
+/// tracepoints loads it only once it has an upper device to hook).
+fn tc_ingress_loaded(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(names::TC_INGRESS_PROG)
+        .ok_or_else(|| anyhow!("the eBPF object has no {}", names::TC_INGRESS_PROG))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load()
+            .with_context(|| format!("the kernel rejected {}", names::TC_INGRESS_PROG))?;
+    }
+    Ok(prog)
+}
+
+/// Hooks the ingress of the upper devices of `ns`, the namespace this thread is in.
+fn attach_upper_ingress(
+    ingress: &mut SchedClassifier,
+    ns: &AttachedNetns,
+    links: &mut Vec<Owned>,
+) -> Result<()> {
+    for (ifindex, name) in ns.interfaces.iter().filter(|(i, _)| ns.upper.contains(i)) {
+        let (link, mechanism) = attach_one(ingress, name, TcAttachType::Ingress, AttachMode::Auto)
+            .with_context(|| format!("attach to {name} in {}", ns.path.display()))?;
+        links.push(Owned {
+            netns: ns.path.clone(),
+            inode: ns.inode,
+            ifindex: *ifindex,
+            hook: Hook::Tc(link, mechanism),
+        });
+    }
+    Ok(())
 }
 
 /// Deletes device-tracepoint keys of interfaces that are gone.
@@ -488,6 +621,7 @@ mod tests {
                 inode: k as u64,
                 cookie: k as u64 + 100,
                 interfaces: (0..n).map(|i| (i as u32 + 2, format!("eth{i}"))).collect(),
+                upper: Vec::new(),
             })
             .collect()
     }

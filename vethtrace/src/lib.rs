@@ -31,6 +31,7 @@ pub mod probe;
 pub mod render;
 pub mod topology;
 pub mod tracer;
+pub mod upper;
 pub mod watch;
 
 use std::process::ExitCode;

@@ -30,6 +30,10 @@ pub struct LoadOptions {
     /// the interfaces registered in the `HOOKS` map (`--attach-mode tracepoints`), instead of
     /// loading the tc programs. Loading fails when they cannot be attached.
     pub device_tracepoints: bool,
+    /// With `device_tracepoints`, load the tc ingress program too: upper devices are traced,
+    /// and netif_receive_skb does not fire for them (see `upper`), so their ingress is hooked
+    /// with it. (Hot attach loads it when the first one appears.)
+    pub tc_ingress: bool,
 }
 
 /// How drops are observed on this kernel.
@@ -191,9 +195,12 @@ fn load_once(opts: &LoadOptions, device_reads: DeviceReads) -> Result<Loaded> {
             .context("load the eBPF object (is this Linux ≥ 5.8 with BPF ring buffers?)")?
     };
 
-    // With the device tracepoints nothing is attached to tc (hot attach included): the tc
-    // programs are not loaded, which saves their verification (the longest part of a load).
-    let tc_programs: &[&str] = if opts.device_tracepoints {
+    // With the device tracepoints only upper devices' ingress is attached to tc: the tc
+    // programs are not loaded otherwise, which saves their verification (the longest part of
+    // a load).
+    let tc_programs: &[&str] = if opts.device_tracepoints && opts.tc_ingress {
+        &[names::TC_INGRESS_PROG]
+    } else if opts.device_tracepoints {
         &[]
     } else {
         &[names::TC_INGRESS_PROG, names::TC_EGRESS_PROG]

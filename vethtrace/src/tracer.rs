@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::{
-    attach::{self, AttachMode, Attachments, Selection},
+    attach::{self, AttachMode, Attachments, Mechanism, Selection},
     decode::{Decoder, Names, Observation},
     events::{Counters, EventReader},
     kallsyms::Kallsyms,
@@ -65,6 +65,9 @@ impl Tracer {
         };
         let mut load = opts.load.clone();
         load.device_tracepoints = mode == AttachMode::Tracepoints;
+        // Upper devices' ingress is hooked with the tc ingress program (see `upper`).
+        load.tc_ingress =
+            load.device_tracepoints && survey.iter().flatten().any(|ns| !ns.upper.is_empty());
         let mut fallback = None;
         let mut loaded = match loader::load(&load) {
             // Only a refusal of the tracepoints themselves is worth another try with tc hooks
@@ -142,6 +145,8 @@ impl Tracer {
             .collect();
         let mut mech = if mech.is_empty() {
             "none".to_string()
+        } else if self.mode == AttachMode::Tracepoints {
+            self.tracepoints_mechanism()
         } else {
             mech.join("+")
         };
@@ -156,6 +161,23 @@ impl Tracer {
             self.loaded.drop_layer,
             self.loaded.netfilter_layer
         )
+    }
+
+    /// The device tracepoints, and how the upper devices' ingress is hooked: `device
+    /// tracepoints netif_receive_skb/net_dev_queue; TCX ingress on 1 upper device: b mv0`.
+    fn tracepoints_mechanism(&self) -> String {
+        let mut s = Mechanism::Tracepoints.to_string();
+        let (tc, devices) = self.attachments.upper_ingress();
+        if !devices.is_empty() {
+            let tc: Vec<String> = tc.iter().map(|m| m.to_string()).collect();
+            let devices: Vec<String> = devices
+                .iter()
+                .map(|(cookie, _, name)| format!("{} {name}", self.names.netns(*cookie)))
+                .collect();
+            s.push_str("; ");
+            s.push_str(&crate::upper::describe(&tc.join("+"), &devices));
+        }
+        s
     }
 
     pub fn attachments(&self) -> &Attachments {

@@ -115,6 +115,7 @@ fn traffic_context(lab: &Lab, sec: &mut Section) -> Result<()> {
             snapshots: false,
             ring_bytes: None,
             device_tracepoints: false,
+            tc_ingress: false,
         },
         targets,
         selection: Selection::default(),

@@ -268,6 +268,7 @@ impl Bare {
             snapshots: false,
             ring_bytes: Some(16 << 20),
             device_tracepoints: false,
+            tc_ingress: false,
         })?;
         let reader = EventReader::new(&mut loaded.ebpf)?;
         Ok(Bare { loaded, reader })

@@ -60,6 +60,7 @@ impl Session {
             snapshots: false,
             ring_bytes,
             device_tracepoints: mode == AttachMode::Tracepoints,
+            tc_ingress: false,
         })?;
         let roles = lab.roles();
         let paths: Vec<_> = roles.iter().map(|(_, ns)| netns::named(ns)).collect();

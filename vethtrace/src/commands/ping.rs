@@ -199,6 +199,7 @@ pub fn run_with_names(
             snapshots: false,
             ring_bytes: None,
             device_tracepoints: false,
+            tc_ingress: false,
         },
         targets: topo
             .namespaces

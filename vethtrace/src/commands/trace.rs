@@ -137,6 +137,7 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
             snapshots: args.write.is_some(),
             ring_bytes: Some(plan.ring_bytes),
             device_tracepoints: false,
+            tc_ingress: false,
         },
         targets,
         selection: Selection {
