@@ -98,3 +98,32 @@ pub fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
     );
     matching[0]
 }
+
+/// Turns role `b` of a `pair` lab into a host whose address sits on a macvlan: `mv0` (mode
+/// bridge) on top of its `eth0`, which keeps no address of its own. A unicast frame for b's
+/// address then arrives on eth0 and is handed to mv0 by macvlan's rx_handler (the receive
+/// path's `another_round`), as a container's macvlan interface receives it. eth0 must not
+/// answer ARP for mv0's address (`arp_ignore=1`, inside b only), or a would send to eth0's
+/// MAC and the frames would never reach mv0.
+pub fn macvlan_on_pair(lab: &Lab) {
+    let addr = format!("{}/24", lab.addr("b").expect("b's address"));
+    for argv in [
+        &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"][..],
+        &["ip", "addr", "flush", "dev", "eth0"],
+        &[
+            "ip", "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge",
+        ],
+        &["ip", "addr", "add", &addr, "dev", "mv0"],
+        &["ip", "link", "set", "mv0", "up"],
+    ] {
+        lab.exec("b", argv).expect("configure the macvlan");
+    }
+}
+
+/// Every packet of ICMP type `icmp_type` (8 request, 0 reply), in the order they were seen.
+pub fn echoes(paths: &[PacketPath], icmp_type: u8) -> Vec<&PacketPath> {
+    paths
+        .iter()
+        .filter(|p| p.flow().icmp_type == icmp_type)
+        .collect()
+}

@@ -374,6 +374,86 @@ fn kill_9_in_tracepoints_mode_unloads_every_program() {
     }
 }
 
+/// With the device tracepoints, an upper device's ingress is hooked with the tc ingress
+/// program (netif_receive_skb does not fire for it): the summary says so, the hops are the
+/// ones TCX gives, and kill -9 leaves nothing attached to it, as with the tc modes.
+#[test]
+fn an_upper_devices_tc_ingress_is_said_and_goes_with_kill_9() {
+    if !vethtrace_tests::privileged("an_upper_devices_tc_ingress_is_said_and_goes_with_kill_9") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    vethtrace_tests::labtrace::macvlan_on_pair(&lab);
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let trace = Trace::start(
+        &lab,
+        &[
+            "--attach-mode",
+            "tracepoints",
+            "--json",
+            "-c",
+            "2",
+            "--duration",
+            "20",
+            "icmp",
+        ],
+    );
+    assert!(lab
+        .ping("a", lab.addr("b").expect("addr"), 1)
+        .expect("ping"));
+    let lines = ndjson(&trace.finish());
+    assert_eq!(
+        hops(&lines, packet_with_icmp_type(&lines, 8)),
+        [
+            format!("{a} eth0 egress"),
+            format!("{b} eth0 ingress"),
+            format!("{b} mv0 ingress"),
+        ]
+    );
+    assert_eq!(
+        hops(&lines, packet_with_icmp_type(&lines, 0)),
+        [
+            format!("{b} mv0 egress"),
+            format!("{b} eth0 egress"),
+            format!("{a} eth0 ingress"),
+        ]
+    );
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["events"], 6);
+    let attach = summary["attach"].as_str().expect("attach");
+    assert!(
+        attach.starts_with(&format!(
+            "6 hooks on 3 interfaces in 2 namespaces (device tracepoints \
+             netif_receive_skb/net_dev_queue; TCX ingress on 1 upper device: {b} mv0), "
+        )),
+        "{attach}"
+    );
+
+    let trace = Trace::start(&lab, &["--attach-mode", "tracepoints", "icmp"]);
+    assert_eq!(
+        vethtrace_tests::programs_in(&lab),
+        ["mv0 tcx ingress vethtrace_tc_in"]
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(trace.pid() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill");
+    drop(trace);
+    let start = Instant::now();
+    loop {
+        let left = vethtrace_tests::programs_in(&lab);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still attached: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(vethtrace_tests::binary())
         .args(args)
