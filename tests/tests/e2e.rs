@@ -227,3 +227,35 @@ fn tiny_ring_flood_counts_every_event_as_delivered_or_lost() {
     );
     assert!(c.lost > 0, "a one-page ring should overflow under a flood");
 }
+
+/// `vethtrace ping` to an address on a macvlan draws the macvlan as stacked on its lower
+/// device (`⇒ macvlan ⇒`), not as a hop the IP stack routed, in both directions.
+#[test]
+fn ping_draws_a_macvlan_as_stacked_on_its_lower_device() {
+    if !vethtrace_tests::privileged("ping_draws_a_macvlan_as_stacked_on_its_lower_device") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    labtrace::macvlan_on_pair(&lab);
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let dest = lab.addr("b").expect("b").to_string();
+    let out = std::process::Command::new(vethtrace_tests::binary())
+        .args(["ping", &dest, "-c", "1", "-W", "2", "--from", a])
+        .args(["--netns", a, "--netns", b])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("vethtrace ping runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in [
+        format!("request  {a} eth0 → {b} eth0 ⇒ macvlan ⇒ {b} mv0 "),
+        format!("reply    {b} mv0 ⇒ macvlan ⇒ {b} eth0 → {a} eth0 "),
+    ] {
+        assert!(stdout.contains(&path), "no `{path}` in:\n{stdout}");
+    }
+}

@@ -28,11 +28,12 @@
 //! | `A (routed) → br0 ⇒ B`      | `Routed{to_bridge}`  | the stack sent it out of br0's own device, which switched it to its port B |
 //! | `A ⇒ br0 (routed) → br1 ⇒ B`| `Routed{from, to}`   | both of the above, e.g. routed between two bridges (or hairpinned back out of br0) |
 //! | `A ═vxlan 10.0.0.1→10.0.0.2═▶ B` | `Vxlan`         | A is a vxlan device sending, B the remote vxlan device receiving; the encapsulated hops between them on underlay devices are the one leg |
+//! | `A ⇒ macvlan ⇒ B`           | `Upper("macvlan")`   | one of A, B is an upper device of the other — a vlan, macvlan, ipvlan (or tap variant) on its lower device, in any namespace, or a bond/team master and its port — named by its kind: handed up by the lower device's receive path, or sent down through it |
 //! | `A → B`                     | `Other`              | anything we cannot name: unknown namespaces or devices, unrelated namespaces |
 //!
 //! So `(routed)` always sits right after the device where the IP stack took the packet in,
-//! `⇒` always means "a bridge switched it", `→` "it crossed to the next device", and `═▶` "it
-//! travelled encapsulated". For example a flannel (vxlan) pod-to-pod request across nodes:
+//! `⇒` always means "a bridge switched it" (or "it passed between a device and one stacked on
+//! it"), `→` "it crossed to the next device", and `═▶` "it travelled encapsulated". For example a flannel (vxlan) pod-to-pod request across nodes:
 //!
 //! ```text
 //! busybox eth0 → node1 vethAAAA ⇒ cni0 (routed) → node1 flannel.1 ═vxlan 172.30.0.1→172.30.0.2═▶ node2 flannel.1 (routed) → cni0 ⇒ node2 vethBBBB → nginx eth0
@@ -91,6 +92,9 @@ pub enum Via {
         /// (`?` for an unknown endpoint; empty when nothing is).
         underlay: String,
     },
+    /// Between a device and an upper device stacked on it (vlan, macvlan, ipvlan, bond or
+    /// team master), either way; the upper device's kind. Not routing: no IP stack decided.
+    Upper(String),
     /// Dropped here (the last segment): the kernel's drop reason.
     Dropped { reason: String },
     /// Some other step we cannot name.
@@ -133,6 +137,7 @@ pub fn line(segs: &[Segment]) -> String {
                     s.push_str(&format!("{b} ⇒ "));
                 }
             }
+            Via::Upper(kind) => s.push_str(&format!(" ⇒ {kind} ⇒ ")),
             Via::Vxlan { underlay, .. } => match short_endpoints(underlay) {
                 Some(e) => s.push_str(&format!(" ═vxlan {e}═▶ ")),
                 None => s.push_str(" ═vxlan═▶ "),
@@ -433,8 +438,26 @@ fn connector(topo: &Topology, a: &Place, b: &Place) -> Via {
     if peer(a, b) || peer(b, a) {
         return Via::Veth;
     }
+    // The lower device may be in another namespace (a macvlan moved into a pod).
+    let lower = |upper: &Place, of: &Place| {
+        upper
+            .iface
+            .and_then(|i| i.lower.as_ref())
+            .is_some_and(|r| of.is_named_by(topo, r))
+    };
+    for (upper, other) in [(b, a), (a, b)] {
+        if lower(upper, other) {
+            return Via::Upper(upper.kind().unwrap_or("upper").to_string());
+        }
+    }
     if a.netns != b.netns {
         return Via::Other;
+    }
+    for (master, port) in [(b, a), (a, b)] {
+        let kind = master.kind().filter(|k| matches!(*k, "bond" | "team"));
+        if let Some(kind) = kind.filter(|_| port.master() == Some(master.ifname.as_str())) {
+            return Via::Upper(kind.to_string());
+        }
     }
     if let Some(br) = common_bridge(a, b) {
         return Via::Bridge(br.to_string());
@@ -762,6 +785,66 @@ mod tests {
                 2
             ))
         );
+    }
+
+    /// b's address is on mv0, a macvlan on its eth0; c's on mv1, a macvlan on the node's
+    /// eth1 moved into c (the macvlan CNI); the node's bond0 has eth2 as a port.
+    fn upper_lab() -> Topology {
+        let upper = |ifindex, name: &str, kind, lower_ns: &str, lower: &str| {
+            let mut i = iface(ifindex, name, kind);
+            i.lower = Some(PeerRef {
+                netns: lower_ns.into(),
+                inode: None,
+                ifindex: 0,
+                name: Some(lower.into()),
+                master: None,
+            });
+            i
+        };
+        let mut eth2 = iface(5, "eth2", "physical");
+        eth2.master = Some("bond0".into());
+        Topology {
+            namespaces: vec![
+                ns("a", 1, vec![veth(2, "eth0", "b", "eth0")]),
+                ns(
+                    "b",
+                    2,
+                    vec![
+                        veth(2, "eth0", "a", "eth0"),
+                        upper(3, "mv0", "macvlan", "b", "eth0"),
+                    ],
+                ),
+                ns(
+                    "node",
+                    3,
+                    vec![
+                        iface(2, "eth1", "physical"),
+                        iface(4, "bond0", "bond"),
+                        eth2,
+                    ],
+                ),
+                ns("c", 4, vec![upper(2, "mv1", "macvlan", "node", "eth1")]),
+            ],
+        }
+    }
+
+    #[test]
+    fn upper_devices_are_joined_to_their_lower_device_not_routed() {
+        let t = upper_lab();
+        let request = [eg(1, "a", "eth0"), ing(3, "b", "eth0"), ing(4, "b", "mv0")];
+        assert_eq!(summarize(&request, &t), "a eth0 → b eth0 ⇒ macvlan ⇒ b mv0");
+        assert_eq!(segments(&request, &t)[2].via, Via::Upper("macvlan".into()));
+        let reply = [eg(1, "b", "mv0"), eg(2, "b", "eth0"), ing(4, "a", "eth0")];
+        assert_eq!(summarize(&reply, &t), "b mv0 ⇒ macvlan ⇒ b eth0 → a eth0");
+        // The lower device in another namespace.
+        let hops = [ing(1, "node", "eth1"), ing(2, "c", "mv1")];
+        assert_eq!(summarize(&hops, &t), "node eth1 ⇒ macvlan ⇒ c mv1");
+        // A bond master and its port.
+        let hops = [ing(1, "node", "eth2"), ing(2, "node", "bond0")];
+        assert_eq!(summarize(&hops, &t), "node eth2 ⇒ bond ⇒ node bond0");
+        // Two devices of one namespace that are not stacked are still routed between.
+        let hops = [ing(1, "node", "eth1"), eg(2, "node", "bond0")];
+        assert_eq!(summarize(&hops, &t), "node eth1 (routed) → node bond0");
     }
 
     #[test]
