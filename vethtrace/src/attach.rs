@@ -52,7 +52,8 @@ pub enum AttachMode {
     Tcx,
     /// clsact qdisc + bpf filter via netlink.
     Clsact,
-    /// tp_btf net:netif_receive_skb and net:net_dev_queue for every interface at once.
+    /// tp_btf net:netif_receive_skb and net:net_dev_queue for every interface at once (upper
+    /// devices' ingress: the tc ingress program).
     Tracepoints,
 }
 
@@ -171,6 +172,14 @@ impl Attachments {
     /// Number of (interface, direction) hooks.
     pub fn hooks(&self) -> usize {
         self.links.len()
+    }
+
+    /// How many namespaces have hooks (hot attach may add a second entry for one namespace).
+    pub fn namespace_count(&self) -> usize {
+        let mut inodes: Vec<u64> = self.namespaces.iter().map(|n| n.inode).collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        inodes.len()
     }
 
     /// Takes over everything `other` attached (hot attach adds to the session's registry).
@@ -395,11 +404,12 @@ pub fn survey(targets: &[NetnsPath], selection: &Selection) -> Result<Vec<Attach
             .filter(|l| selection.wants(&l.name))
             .map(|l| (l.ifindex, l.name.clone()))
             .collect();
+        // `read_current` sorts by ifindex: a namespace may hold thousands of links.
         let kind_of = |i: u32| {
             links
-                .iter()
-                .find(|l| l.ifindex == i)
-                .and_then(|l| l.kind.clone())
+                .binary_search_by_key(&i, |l| l.ifindex)
+                .ok()
+                .and_then(|at| links[at].kind.clone())
         };
         Ok(AttachedNetns {
             path: path.to_path_buf(),
@@ -624,6 +634,20 @@ mod tests {
                 upper: Vec::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_namespace_hot_attach_added_to_is_counted_once() {
+        let mut namespaces = survey(&[2, 1]);
+        // Hot attach of one more interface in the first namespace adds a second entry.
+        let mut again = survey(&[1]);
+        again[0].interfaces[0].0 = 9;
+        namespaces.extend(again);
+        let a = Attachments {
+            links: Vec::new(),
+            namespaces,
+        };
+        assert_eq!(a.namespace_count(), 2);
     }
 
     #[test]

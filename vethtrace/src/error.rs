@@ -24,10 +24,40 @@ macro_rules! bail_usage {
     };
 }
 
+/// The error chain as the one line the user sees (`{:#}`): a cause that spans several lines (a
+/// verifier log inside aya's load error) keeps its first line, with `…` for the rest.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default().trim_end();
+    if lines.next().is_some() {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
+
 /// Whether the error chain ends in a closed stdout (`vethtrace trace | head`).
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_line_cause_is_cut_to_its_first_line() {
+        let e = anyhow::anyhow!("Verifier output: 0: R1=ctx\n1: invalid mem access\n")
+            .context("the kernel rejected vethtrace_tc_ingress");
+        assert_eq!(
+            one_line(&e),
+            "the kernel rejected vethtrace_tc_ingress: Verifier output: 0: R1=ctx …"
+        );
+        let e = anyhow::anyhow!("no such namespace").context("--netns x");
+        assert_eq!(one_line(&e), "--netns x: no such namespace");
+    }
 }

@@ -45,7 +45,7 @@ pub fn run(cli: cli::Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) if error::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vethtrace: {e:#}");
+            eprintln!("vethtrace: {}", error::one_line(&e));
             ExitCode::from(2)
         }
     }

@@ -157,7 +157,7 @@ impl Tracer {
             "{} hooks on {} interfaces in {} namespaces ({mech}), {}, {}",
             self.attachments.hooks(),
             ifaces,
-            self.attachments.namespaces.len(),
+            self.attachments.namespace_count(),
             self.loaded.drop_layer,
             self.loaded.netfilter_layer
         )

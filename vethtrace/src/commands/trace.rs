@@ -60,7 +60,8 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
     /// How to hook the interfaces: tc programs (TCX links or clsact filters) on each, or two
-    /// device tracepoints for all of them.
+    /// device tracepoints for all of them (with the tc ingress program on upper devices:
+    /// macvlan, vlan, ipvlan, bond, team).
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
     /// Ring buffer size in KiB (a power of two, at least 4).
@@ -486,7 +487,7 @@ impl Hot {
             };
             if let Err(e) = result {
                 if !crate::netns::vanished(&e) && !is_gone_device(&e) {
-                    eprintln!("vethtrace: hot attach: {e:#}");
+                    eprintln!("vethtrace: hot attach: {}", crate::error::one_line(&e));
                 }
             }
         }
