@@ -120,46 +120,104 @@ impl Rtnl {
         packet.serialize(&mut out);
         self.socket.send(&out, 0)?;
 
+        // DUMP_INTR may be set on any frame of any datagram of the reply, so it is remembered
+        // across datagrams until the final frame.
         let mut interrupted = false;
         loop {
             let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut offset = 0;
-            while offset + HEADER_LEN <= size {
-                let Some(len) = frame_len(&self.buf[offset..size]) else {
-                    break;
-                };
-                let frame = &self.buf[offset..offset + len];
-                offset += align4(len);
-                let Some(h) = FrameHeader::of(frame) else {
-                    continue;
-                };
-                if h.seq != seq {
-                    continue;
-                }
-                if h.flags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match h.kind {
-                    NLMSG_DONE => return Ok(interrupted),
-                    NLMSG_ERROR => {
-                        // struct nlmsgerr: the error code, then the request's header.
-                        let Some(code) = frame.get(HEADER_LEN..HEADER_LEN + 4) else {
-                            continue;
-                        };
-                        let code = i32::from_ne_bytes(code.try_into().unwrap_or_default());
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(code.saturating_abs()));
-                        }
-                        // A plain ACK ends a non-dump request.
-                        return Ok(interrupted);
-                    }
-                    NLMSG_NOOP | NLMSG_OVERRUN => {}
-                    // A single request's answer is followed by its ACK; keep reading.
-                    _ => each(frame),
-                }
+            let datagram = &self.buf[..size.min(self.buf.len())];
+            match walk(datagram, seq, &mut each) {
+                Walk::Continue { interrupted: i } => interrupted |= i,
+                Walk::Done { interrupted: i } => return Ok(interrupted || i),
+                Walk::Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// What one received datagram says about the exchange it belongs to.
+#[derive(Debug)]
+enum Walk {
+    /// No final frame yet: the reply goes on in the next datagram. `interrupted`: a frame of
+    /// this datagram carried `NLM_F_DUMP_INTR`.
+    Continue { interrupted: bool },
+    /// The final DONE or ACK arrived.
+    Done { interrupted: bool },
+    /// The kernel answered with an error, or its error message was unreadable.
+    Err(io::Error),
+}
+
+/// Walks the netlink frames of one datagram of the reply to request `seq`, handing every data
+/// frame (header included) to `each`. Pure, so every framing case is unit-tested on built bytes.
+///
+/// Frames of another sequence number (a reply left over from an earlier exchange that ended
+/// early) are skipped. A frame whose length field is below the header or runs past the datagram
+/// ends the walk of this datagram: its length cannot be trusted to find the next frame.
+fn walk(buf: &[u8], seq: u32, mut each: impl FnMut(&[u8])) -> Walk {
+    let mut interrupted = false;
+    let mut offset = 0;
+    // `get` rather than indexing: the padding after the last frame may be missing, which puts
+    // `offset` past the end of the datagram.
+    while let Some(rest) = buf.get(offset..) {
+        let Some(frame) = frame_len(rest).and_then(|len| rest.get(..len)) else {
+            break;
+        };
+        offset += align4(frame.len());
+        let Some(h) = FrameHeader::of(frame) else {
+            continue;
+        };
+        if h.seq != seq {
+            continue;
+        }
+        if h.flags & NLM_F_DUMP_INTR != 0 {
+            interrupted = true;
+        }
+        match h.kind {
+            NLMSG_DONE => {
+                // The kernel's netlink_dump_done puts the dump's final status
+                // (`dump_done_errno`) after the header: negative when the dump stopped
+                // partway (-EMSGSIZE: a record larger than the buffer; -EINTR; a rejected
+                // filter), in which case the frames before it are an incomplete list and must
+                // not pass for the whole one. A DONE without that word is plain success.
+                return match status(frame) {
+                    Some(code) if code < 0 => Walk::Err(os_error(code)),
+                    _ => Walk::Done { interrupted },
+                };
+            }
+            NLMSG_ERROR => {
+                // struct nlmsgerr: the error code, then the request's header. Without the
+                // code there is no telling ACK from failure, and skipping the frame would
+                // leave the caller blocked in recv waiting for an end that already came.
+                return match status(frame) {
+                    None => Walk::Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink error message",
+                    )),
+                    // A plain ACK ends a non-dump request.
+                    Some(0) => Walk::Done { interrupted },
+                    Some(code) => Walk::Err(os_error(code)),
+                };
+            }
+            NLMSG_NOOP | NLMSG_OVERRUN => {}
+            // A single request's answer is followed by its ACK; keep reading.
+            _ => each(frame),
+        }
+    }
+    Walk::Continue { interrupted }
+}
+
+/// The `int` right after the header: the error code of NLMSG_ERROR, the dump status of
+/// NLMSG_DONE.
+fn status(frame: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(
+        frame.get(HEADER_LEN..HEADER_LEN + 4)?.try_into().ok()?,
+    ))
+}
+
+/// The `io::Error` of a kernel status code, which is a negative errno. `saturating_abs`, not
+/// negation: `i32::MIN` from a confused sender must not overflow.
+fn os_error(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code.saturating_abs())
 }
 
 /// `struct nlmsghdr`'s length.
@@ -227,5 +285,208 @@ mod tests {
             })
         );
         assert_eq!(FrameHeader::of(&f[..11]), None);
+    }
+
+    const SEQ: u32 = 42;
+
+    /// One netlink frame: header, `payload`, then padding to 4 bytes (not counted in the
+    /// length field, as the kernel builds them).
+    fn frame(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = HEADER_LEN + payload.len();
+        let mut f = Vec::with_capacity(align4(len));
+        f.extend_from_slice(&(len as u32).to_ne_bytes());
+        f.extend_from_slice(&kind.to_ne_bytes());
+        f.extend_from_slice(&flags.to_ne_bytes());
+        f.extend_from_slice(&seq.to_ne_bytes());
+        f.extend_from_slice(&0u32.to_ne_bytes());
+        f.extend_from_slice(payload);
+        f.resize(align4(len), 0);
+        f
+    }
+
+    /// A data frame (RTM_NEWLINK) whose payload is `payload`.
+    fn data(seq: u32, payload: &[u8]) -> Vec<u8> {
+        frame(16, 0, seq, payload)
+    }
+
+    fn done(seq: u32, code: i32) -> Vec<u8> {
+        frame(NLMSG_DONE, 0, seq, &code.to_ne_bytes())
+    }
+
+    /// NLMSG_ERROR: the code, then (as the kernel does) the request's header.
+    fn error(seq: u32, code: i32) -> Vec<u8> {
+        let mut p = code.to_ne_bytes().to_vec();
+        p.extend_from_slice(&frame(18, NLM_F_REQUEST, seq, &[])[..HEADER_LEN]);
+        frame(NLMSG_ERROR, 0, seq, &p)
+    }
+
+    /// Walks `buf` for `SEQ`, returning the result and the frames handed to the callback.
+    fn run(buf: &[u8]) -> (Walk, Vec<Vec<u8>>) {
+        let mut seen = Vec::new();
+        let w = walk(buf, SEQ, |f| seen.push(f.to_vec()));
+        (w, seen)
+    }
+
+    fn errno(w: Walk) -> Option<i32> {
+        match w {
+            Walk::Err(e) => e.raw_os_error(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dump_of_two_frames_then_done() {
+        let (a, b) = (data(SEQ, b"link"), data(SEQ, b"eth0"));
+        let buf = [a.clone(), b.clone(), done(SEQ, 0)].concat();
+        let (w, seen) = run(&buf);
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![a, b]);
+    }
+
+    #[test]
+    fn frames_without_done_continue() {
+        let a = data(SEQ, b"link");
+        let (w, seen) = run(&a);
+        assert!(matches!(w, Walk::Continue { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![a]);
+    }
+
+    #[test]
+    fn done_without_status_word_is_success() {
+        let buf = frame(NLMSG_DONE, 0, SEQ, &[]);
+        assert!(matches!(run(&buf).0, Walk::Done { interrupted: false }));
+    }
+
+    #[test]
+    fn other_sequence_numbers_are_skipped() {
+        let mine = data(SEQ, b"mine");
+        let buf = [
+            data(SEQ - 1, b"old!"),
+            // A stale DONE or error must neither end nor fail this exchange.
+            done(SEQ - 1, 0),
+            error(SEQ + 1, -libc::EPERM),
+            mine.clone(),
+            done(SEQ, 0),
+        ]
+        .concat();
+        let (w, seen) = run(&buf);
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![mine]);
+    }
+
+    #[test]
+    fn dump_intr_is_reported() {
+        let intr = frame(16, NLM_F_DUMP_INTR, SEQ, b"link");
+        let (w, seen) = run(&[intr.clone(), done(SEQ, 0)].concat());
+        assert!(matches!(w, Walk::Done { interrupted: true }), "{w:?}");
+        assert_eq!(seen, vec![intr.clone()]);
+        // Also when the DONE comes in a later datagram.
+        assert!(matches!(run(&intr).0, Walk::Continue { interrupted: true }));
+        // Not from a frame of another exchange.
+        let other = frame(16, NLM_F_DUMP_INTR, SEQ + 1, b"link");
+        let (w, _) = run(&[other, done(SEQ, 0)].concat());
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+    }
+
+    #[test]
+    fn done_with_negative_status_is_that_error() {
+        let buf = [data(SEQ, b"link"), done(SEQ, -libc::EMSGSIZE)].concat();
+        assert_eq!(errno(run(&buf).0), Some(libc::EMSGSIZE));
+        assert_eq!(errno(run(&done(SEQ, -libc::EINTR)).0), Some(libc::EINTR));
+        // An absurd status must not overflow on negation.
+        assert_eq!(errno(run(&done(SEQ, i32::MIN)).0), Some(i32::MAX));
+    }
+
+    #[test]
+    fn error_zero_is_an_ack() {
+        let (w, seen) = run(&[error(SEQ, 0), data(SEQ, b"late")].concat());
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn request_answer_then_ack() {
+        let answer = data(SEQ, b"nsid");
+        let (w, seen) = run(&[answer.clone(), error(SEQ, 0)].concat());
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![answer]);
+    }
+
+    #[test]
+    fn error_code_is_a_positive_os_error() {
+        let e = match run(&error(SEQ, -libc::ENODEV)).0 {
+            Walk::Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
+        assert_eq!(e.kind(), io::Error::from_raw_os_error(libc::ENODEV).kind());
+    }
+
+    #[test]
+    fn truncated_error_is_invalid_data() {
+        // Length field 18: the header and half of the error code.
+        for short in [&[][..], &[0xff, 0xff][..]] {
+            match run(&frame(NLMSG_ERROR, 0, SEQ, short)).0 {
+                Walk::Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+                other => panic!("expected InvalidData, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn noop_and_overrun_are_ignored() {
+        let a = data(SEQ, b"link");
+        let buf = [
+            frame(NLMSG_NOOP, 0, SEQ, &[]),
+            a.clone(),
+            frame(NLMSG_OVERRUN, 0, SEQ, b"xx"),
+        ]
+        .concat();
+        let (w, seen) = run(&buf);
+        assert!(matches!(w, Walk::Continue { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![a]);
+    }
+
+    #[test]
+    fn bad_length_fields_stop_the_walk() {
+        let a = data(SEQ, b"link");
+        for bad_len in [0u32, 4, 15, 1 << 20, u32::MAX] {
+            let mut bad = done(SEQ, 0);
+            bad[..4].copy_from_slice(&bad_len.to_ne_bytes());
+            // Nothing after the bad frame is read: not even a DONE.
+            let buf = [a.clone(), bad, done(SEQ, 0)].concat();
+            let (w, seen) = run(&buf);
+            assert!(
+                matches!(w, Walk::Continue { interrupted: false }),
+                "{bad_len}: {w:?}"
+            );
+            assert_eq!(seen, vec![a.clone()], "{bad_len}");
+        }
+        // Too short for a header, or empty.
+        for buf in [&a[..3], &a[..15], &[][..]] {
+            let (w, seen) = run(buf);
+            assert!(matches!(w, Walk::Continue { interrupted: false }), "{w:?}");
+            assert!(seen.is_empty());
+        }
+    }
+
+    #[test]
+    fn frames_are_found_after_alignment_padding() {
+        // Payloads of 1, 3 and 6 bytes: frames of 17, 19 and 22 bytes, padded to 20, 20, 24.
+        let frames = [data(SEQ, b"a"), data(SEQ, b"bcd"), data(SEQ, b"efghij")];
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            [20, 20, 24]
+        );
+        let (w, seen) = run(&[frames.concat(), done(SEQ, 0)].concat());
+        assert!(matches!(w, Walk::Done { interrupted: false }), "{w:?}");
+        // Each frame is handed over at its own length, without the padding.
+        let payloads: Vec<&[u8]> = seen.iter().map(|f| &f[HEADER_LEN..]).collect();
+        assert_eq!(payloads, [&b"a"[..], b"bcd", b"efghij"]);
+        // The last frame's padding may be missing from the datagram.
+        let last = data(SEQ, b"a");
+        let (w, seen) = run(&last[..17]);
+        assert!(matches!(w, Walk::Continue { interrupted: false }), "{w:?}");
+        assert_eq!(seen, vec![last[..17].to_vec()]);
     }
 }
