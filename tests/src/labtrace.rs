@@ -120,6 +120,43 @@ pub fn macvlan_on_pair(lab: &Lab) {
     }
 }
 
+/// The macvlan-container setup in the pair lab: b's address moves onto `mv1`, a macvlan on
+/// a's eth0 moved into b (as the macvlan CNI does with the host's uplink), so a is the
+/// parent's namespace ("the host"); b's own eth0 keeps no address and b answers ARP only for
+/// the device an address is on.
+pub fn macvlan_container(lab: &Lab) {
+    let (a, b) = (
+        lab.netns("a").expect("a").to_string(),
+        lab.netns("b").expect("b").to_string(),
+    );
+    let addr = format!("{}/24", lab.addr("b").expect("b's address"));
+    for argv in [
+        &["ip", "-n", &b, "addr", "flush", "dev", "eth0"][..],
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=1",
+        ],
+        &[
+            "ip", "-n", &a, "link", "add", "mv1", "link", "eth0", "type", "macvlan", "mode",
+            "bridge",
+        ],
+        &["ip", "-n", &a, "link", "set", "mv1", "netns", &b],
+        &["ip", "-n", &b, "addr", "add", &addr, "dev", "mv1"],
+        &["ip", "-n", &b, "link", "set", "mv1", "up"],
+    ] {
+        let st = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .status()
+            .expect("ip runs");
+        assert!(st.success(), "{argv:?} failed");
+    }
+}
+
 /// Every packet of ICMP type `icmp_type` (8 request, 0 reply), in the order they were seen.
 pub fn echoes(paths: &[PacketPath], icmp_type: u8) -> Vec<&PacketPath> {
     paths

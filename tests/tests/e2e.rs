@@ -259,3 +259,62 @@ fn ping_draws_a_macvlan_as_stacked_on_its_lower_device() {
         assert!(stdout.contains(&path), "no `{path}` in:\n{stdout}");
     }
 }
+
+/// `vethtrace ping --json` from a namespace to (or from) the macvlan it is the parent of: no
+/// reply either way, diagnosed as `macvlan-parent`, and its fix, run as printed, makes both
+/// directions answer.
+#[test]
+fn a_macvlans_parent_is_diagnosed_and_the_fix_works() {
+    if !vethtrace_tests::privileged("a_macvlans_parent_is_diagnosed_and_the_fix_works") {
+        return;
+    }
+    let lab = Lab::create(LabKind::Pair).expect("lab");
+    labtrace::macvlan_container(&lab);
+    let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
+    let (a_addr, b_addr) = (
+        lab.addr("a").expect("a").to_string(),
+        lab.addr("b").expect("b").to_string(),
+    );
+    let ping = |from: &str, dest: &str| {
+        let out = std::process::Command::new(vethtrace_tests::binary())
+            .args(["ping", dest, "-c", "1", "-W", "1", "--json", "--from", from])
+            .args(["--netns", a, "--netns", b])
+            .output()
+            .expect("vethtrace ping runs");
+        let result: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "result")
+            .unwrap_or_else(|| panic!("no result: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), result)
+    };
+    let mut fix = String::new();
+    for (from, dest) in [(a, &b_addr), (b, &a_addr)] {
+        let (code, result) = ping(from, dest);
+        assert_eq!(code, Some(1), "{result}");
+        assert_eq!(result["status"], "lost", "{result}");
+        let first = &result["findings"][0];
+        assert_eq!(first["code"], "macvlan-parent", "{result}");
+        assert_eq!(
+            first["message"].as_str().map(|m| m.starts_with(&format!(
+                "{b} mv1 is a macvlan on {a} eth0, its parent device"
+            ))),
+            Some(true),
+            "{result}"
+        );
+        fix = first["fix"].as_str().expect("fix").to_string();
+    }
+    // The fix's command, between backticks, touches only the lab's namespace a.
+    let cmd = fix.split('`').nth(1).expect("a command in the fix");
+    assert!(cmd.starts_with(&format!("ip -n {a} link add ")), "{cmd}");
+    let st = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .expect("sh runs");
+    assert!(st.success(), "{cmd}");
+    for (from, dest) in [(a, &b_addr), (b, &a_addr)] {
+        let (code, result) = ping(from, dest);
+        assert_eq!(code, Some(0), "{result}");
+        assert_eq!(result["status"], "replied", "{result}");
+    }
+}

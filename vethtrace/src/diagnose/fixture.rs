@@ -200,6 +200,32 @@ pub fn flannel() -> Topology {
     }
 }
 
+/// A macvlan container: node (eth0 10.77.0.1/24) and pod, whose mv1 (10.77.0.2/24) is a
+/// macvlan (or `kind`) on node's eth0, moved into pod.
+pub fn macvlan(kind: &str) -> Topology {
+    let mut mv1 = iface(3, "mv1", kind, &["10.77.0.2/24"]);
+    mv1.lower = peer("node", 1, 2, "eth0");
+    Topology {
+        namespaces: vec![
+            ns(
+                "node",
+                1,
+                vec![
+                    iface(1, "lo", "loopback", &["127.0.0.1/8"]),
+                    iface(2, "eth0", "veth", &["10.77.0.1/24"]),
+                ],
+                vec![route("10.77.0.0/24", None, "eth0")],
+            ),
+            ns(
+                "pod",
+                2,
+                vec![iface(1, "lo", "loopback", &["127.0.0.1/8"]), mv1],
+                vec![route("10.77.0.0/24", None, "mv1")],
+            ),
+        ],
+    }
+}
+
 /// An ICMP echo request (or reply) flow between two IPv4 addresses.
 pub fn flow(src: &str, dst: &str, reply: bool) -> Flow {
     let mut f = Flow {

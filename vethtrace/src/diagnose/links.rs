@@ -1,6 +1,7 @@
 //! Device rules: `link-down` / `peer-down` (a device on the expected path, or the veth peer of
-//! one, is down), `mtu` (the probe does not fit a device on the path, or a router said so) and
-//! `ip-on-bridge-port` (an address left on a device after it was enslaved to a bridge).
+//! one, is down), `mtu` (the probe does not fit a device on the path, or a router said so),
+//! `ip-on-bridge-port` (an address left on a device after it was enslaved to a bridge) and
+//! `macvlan-parent` (a macvlan or ipvlan and its own parent device talking to each other).
 
 use std::collections::BTreeSet;
 
@@ -262,6 +263,104 @@ pub(super) fn mtu(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Option<Finding>
         evidence: evidence.join("; "),
         fix,
     })
+}
+
+/// Link kinds stacked on a parent (lower) device that never receive what the parent itself
+/// sends, nor send to it: the kernel hands them frames that arrive on the parent from the wire
+/// (or, in bridge mode, from a sibling), and sends theirs out through the parent.
+const PARENTED: [&str; 4] = ["macvlan", "macvtap", "ipvlan", "ipvtap"];
+
+/// `macvlan-parent`: the failing leg's sender reaches the destination through a macvlan's or
+/// ipvlan's own parent device (the host pinging its macvlan container), or the other way round
+/// (the container pinging the host's address on the parent). Neither ever reaches the other:
+/// the packet, and the ARP before it, leave on the parent's link. The classic macvlan trap; the
+/// neighbour entry then looks like a dead peer, which is why this rule comes first.
+pub(super) fn macvlan_parent(leg: &Leg, cx: &Context) -> Option<Finding> {
+    let topo = cx.topo;
+    let from = topo.namespaces.iter().find(|n| n.name == leg.from)?;
+    if net::is_local(from, leg.dst) {
+        return None;
+    }
+    let route = net::route_lookup(from, leg.dst)?;
+    let dev = net::route_dev(from, route)?;
+    let (owner_ns, owner) = net::owner_of_ip(topo, leg.dst)?;
+    // (the stacked device, its namespace, the parent, its namespace)
+    let (upper_ns, upper, parent_ns, parent) = if is_parent_of(topo, (from, dev), owner) {
+        (owner_ns, owner, from, dev)
+    } else if is_parent_of(topo, (owner_ns, owner), dev) {
+        (from, dev, owner_ns, owner)
+    } else {
+        return None;
+    };
+    // A sibling on the parent in the parent's own namespace is the remedy already in place:
+    // whatever failed, it was not this.
+    if parent_ns
+        .interfaces
+        .iter()
+        .any(|i| is_parent_of(topo, (parent_ns, parent), i))
+    {
+        return None;
+    }
+    let kind = &upper.kind;
+    let mut evidence = leg.evidence();
+    evidence.push(format!(
+        "{}: route {} sends {} out of {}",
+        from.name,
+        net::show_route(route),
+        leg.dst,
+        dev.name
+    ));
+    evidence.push(format!(
+        "{} is {} {}; {} {} is a {kind} on {} {}",
+        leg.dst, owner_ns.name, owner.name, upper_ns.name, upper.name, parent_ns.name, parent.name
+    ));
+    // The usual way round: a macvlan (ipvlan) of the parent's own namespace, a sibling of the
+    // stacked device, with the stacked device's address routed through it. It serves both
+    // directions: the stacked device's ARP for the parent namespace's addresses is answered
+    // on the sibling too.
+    let ip = net::ip_in(topo, &parent_ns.name);
+    let (family, mode, name) = if kind.starts_with("ip") {
+        ("ipvlan", "l2", "ipvl-host")
+    } else {
+        ("macvlan", "bridge", "mvl-host")
+    };
+    let upper_addr = if std::ptr::eq(upper, owner) {
+        leg.dst
+    } else {
+        leg.src
+    };
+    Some(Finding {
+        code: "macvlan-parent",
+        message: format!(
+            "{} {} is a {kind} on {} {}, its parent device, and a {kind} never receives what its parent sends nor sends to it: the {} from {} leaves on {}'s link instead",
+            upper_ns.name, upper.name, parent_ns.name, parent.name, leg.what, from.name, dev.name
+        ),
+        evidence: evidence.join("; "),
+        fix: format!(
+            "give {} a {family} of its own on {} and route {upper_addr} through it: `{ip} link add {name} link {} type {family} mode {mode} && {ip} link set {name} up && {ip} route add {upper_addr}/32 dev {name}`",
+            parent_ns.name, parent.name, parent.name
+        ),
+    })
+}
+
+/// Whether `upper` is a macvlan or ipvlan (or tap variant) whose parent is `parent` of
+/// namespace `ns` (the parent may be in another namespace than `upper`: a macvlan moved into a
+/// container).
+fn is_parent_of(
+    topo: &crate::topology::Topology,
+    (ns, parent): (&Namespace, &Interface),
+    upper: &Interface,
+) -> bool {
+    if !PARENTED.contains(&upper.kind.as_str()) {
+        return false;
+    }
+    let Some(lower) = upper.lower.as_ref() else {
+        return false;
+    };
+    match topo.resolve(lower) {
+        Some((n, i)) => n.inode == ns.inode && i.ifindex == parent.ifindex,
+        None => lower.netns == ns.name && lower.name.as_deref() == Some(parent.name.as_str()),
+    }
 }
 
 /// `ip-on-bridge-port`: a device enslaved to a bridge still has an IP address, in a namespace
@@ -529,5 +628,65 @@ mod tests {
             f[0].fix,
             "move the address to the bridge: `ip -n node addr del 192.168.88.5/24 dev br-veth01 && ip -n node addr add 192.168.88.5/24 dev br01`"
         );
+    }
+
+    #[test]
+    fn a_macvlan_and_its_parent_cannot_reach_each_other() {
+        let topo = fixture::macvlan("macvlan");
+        let configs = Configs::new();
+        let context = cx(&topo, &configs, &configs);
+        let fix = "give node a macvlan of its own on eth0 and route 10.77.0.2 through it: `ip -n node link add mvl-host link eth0 type macvlan mode bridge && ip -n node link set mvl-host up && ip -n node route add 10.77.0.2/32 dev mvl-host`";
+        // The host pinging its container, and the container pinging the host: never sent.
+        for (src, dst, from, out) in [
+            ("10.77.0.1", "10.77.0.2", "node", "eth0"),
+            ("10.77.0.2", "10.77.0.1", "pod", "mv1"),
+        ] {
+            let f = diagnose(&probe(src, dst, from, None, None), &context);
+            assert_eq!(f[0].code, "macvlan-parent", "{f:#?}");
+            assert_eq!(
+                f[0].message,
+                format!("pod mv1 is a macvlan on node eth0, its parent device, and a macvlan never receives what its parent sends nor sends to it: the echo request from {from} leaves on {out}'s link instead")
+            );
+            assert_eq!(f[0].fix, fix);
+            assert!(
+                f[0].evidence.contains("pod mv1 is a macvlan on node eth0"),
+                "{}",
+                f[0].evidence
+            );
+            // Not a dead neighbour, and no expected path through a hop it cannot take.
+            assert!(
+                f.iter()
+                    .all(|f| f.code != "neighbour-failed" && f.code != "expected-path"),
+                "{f:#?}"
+            );
+        }
+        // An address elsewhere on that link is no such case.
+        let f = diagnose(
+            &probe("10.77.0.1", "10.77.0.9", "node", None, None),
+            &context,
+        );
+        assert!(f.iter().all(|f| f.code != "macvlan-parent"), "{f:#?}");
+        // Nor is a failure once node has a macvlan of its own on eth0 (the fix).
+        let mut fixed = fixture::macvlan("macvlan");
+        let mut sibling = fixed.namespaces[1].interfaces[1].clone();
+        sibling.name = "mvl-host".into();
+        sibling.ifindex = 4;
+        sibling.addrs.clear();
+        fixed.namespaces[0].interfaces.push(sibling);
+        let context = cx(&fixed, &configs, &configs);
+        let f = diagnose(
+            &probe("10.77.0.2", "10.77.0.1", "pod", None, None),
+            &context,
+        );
+        assert!(f.iter().all(|f| f.code != "macvlan-parent"), "{f:#?}");
+        // An ipvlan: the same trap, fixed with an ipvlan.
+        let topo = fixture::macvlan("ipvlan");
+        let context = cx(&topo, &configs, &configs);
+        let f = diagnose(
+            &probe("10.77.0.1", "10.77.0.2", "node", None, None),
+            &context,
+        );
+        assert_eq!(f[0].code, "macvlan-parent");
+        assert!(f[0].fix.contains("type ipvlan mode l2"), "{}", f[0].fix);
     }
 }

@@ -7,7 +7,8 @@
 //! read before and after the probe, see [`crate::netconf`]); [`netfilter_attribution`].
 //! The rules live in one file per family: `netfilter` (forward-drop, netfilter-drop,
 //! missing-masquerade), `routing` (ip-forward-off, rp-filter, no-route, neighbour-failed),
-//! `links` (link-down, peer-down, mtu, ip-on-bridge-port) and `path` (expected-path).
+//! `links` (link-down, peer-down, mtu, ip-on-bridge-port, macvlan-parent) and `path`
+//! (expected-path).
 //! Does not own: reading anything, rendering findings.
 
 mod links;
@@ -337,7 +338,11 @@ pub fn diagnose(p: &Probe, cx: &Context) -> Vec<Finding> {
         out.extend(routing::ip_forward_off(leg, cx));
         out.extend(netfilter::missing_masquerade(p, cx));
         out.extend(links::link_down(leg, cx));
-        out.extend(routing::neighbour_failed(leg, cx));
+        // Its unanswered ARP is the macvlan's, not a dead neighbour's.
+        match links::macvlan_parent(leg, cx) {
+            Some(f) => out.push(f),
+            None => out.extend(routing::neighbour_failed(leg, cx)),
+        }
     }
     out.extend(links::mtu(p, leg.as_ref(), cx));
     if let Some(leg) = &leg {
@@ -357,7 +362,10 @@ pub fn diagnose(p: &Probe, cx: &Context) -> Vec<Finding> {
     }
     out.extend(links::ip_on_bridge_port(p, leg.as_ref(), cx));
     if let Some(leg) = &leg {
-        if leg.drop.is_none() {
+        // The expected path knows nothing of a macvlan's parent: it would name a hop the
+        // packet can never take.
+        let stacked = out.iter().any(|f| f.code == "macvlan-parent");
+        if leg.drop.is_none() && !stacked {
             out.extend(path::expected_path(p, leg, cx));
         }
     }
