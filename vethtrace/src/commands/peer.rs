@@ -42,8 +42,30 @@ pub fn run(args: &PeerArgs, out: &mut impl Write) -> Result<ExitCode> {
 pub fn write(args: &PeerArgs, topo: &Topology, out: &mut impl Write) -> Result<()> {
     let (ns, i) = pick(args, topo)?;
     let Some(p) = &i.peer else {
+        // A macvlan, ipvlan or VLAN has a parent instead: the question people ask next.
+        let parent = i
+            .lower
+            .as_ref()
+            .map(|l| {
+                let name = l
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("ifindex {}", l.ifindex));
+                // Where the parent is a veth, its peer is where the frames go next.
+                let next = match topo.resolve(l) {
+                    Some((_, p)) if p.peer.is_some() => {
+                        format!(" (`vethtrace peer {name} --netns {}`)", l.netns)
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "; it is stacked on {} {name}, its parent device{next}",
+                    l.netns
+                )
+            })
+            .unwrap_or_default();
         bail_usage!(
-            "{} in netns {} is not a veth (kind {}): it has no peer",
+            "{} in netns {} is not a veth (kind {}): it has no peer{parent}",
             i.name,
             ns.name,
             i.kind
@@ -172,6 +194,37 @@ mod tests {
         assert_eq!(
             m,
             "cni0 in netns host is not a veth (kind bridge): it has no peer"
+        );
+        let mut topo = sample();
+        let host = &mut topo.namespaces[0];
+        let mut mv = host.interfaces[1].clone();
+        mv.name = "mv0".into();
+        mv.kind = "macvlan".into();
+        mv.peer = None;
+        mv.lower = Some(crate::topology::PeerRef {
+            netns: "host".into(),
+            inode: Some(host.inode),
+            ifindex: 2,
+            name: Some("eth0".into()),
+            master: None,
+        });
+        host.interfaces.push(mv);
+        let mut v = Vec::new();
+        let m = usage_message(write(&args("mv0", None), &topo, &mut v).map(|_| String::new()));
+        assert_eq!(
+            m,
+            "mv0 in netns host is not a veth (kind macvlan): it has no peer; it is stacked on host eth0, its parent device"
+        );
+        // On a veth, the parent's peer is the next question.
+        let mv = topo.namespaces[0].interfaces.last_mut().expect("mv0");
+        if let Some(l) = mv.lower.as_mut() {
+            l.ifindex = 8;
+            l.name = Some("vethf0808a3e".into());
+        }
+        let m = usage_message(write(&args("mv0", None), &topo, &mut v).map(|_| String::new()));
+        assert_eq!(
+            m,
+            "mv0 in netns host is not a veth (kind macvlan): it has no peer; it is stacked on host vethf0808a3e, its parent device (`vethtrace peer vethf0808a3e --netns host`)"
         );
         let m = usage_message(out(&args("wlan0", Some("busybox"))));
         assert_eq!(
