@@ -24,16 +24,24 @@ macro_rules! bail_usage {
     };
 }
 
-/// The error chain as the one line the user sees (`{:#}`): a cause that spans several lines (a
-/// verifier log inside aya's load error) keeps its first line, with `…` for the rest.
+/// The error chain as the one line the user sees (`{:#}`). A cause that spans several lines
+/// (a verifier log inside aya's load error) keeps its first line and its last meaningful one
+/// (a verifier log ends with the refused instruction's complaint, then statistics).
 pub fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().unwrap_or_default().trim_end();
-    if lines.next().is_some() {
-        format!("{first} …")
-    } else {
-        first.to_string()
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let first = lines.first().copied().unwrap_or_default();
+    let last = lines[1.min(lines.len())..].iter().rev().find(|l| {
+        let l = l.trim_start();
+        !l.starts_with("processed ") && !l.starts_with("verification time")
+    });
+    match last {
+        Some(last) => format!("{first} … {}", last.trim_start()),
+        None => first.to_string(),
     }
 }
 
@@ -51,11 +59,13 @@ mod tests {
 
     #[test]
     fn a_multi_line_cause_is_cut_to_its_first_line() {
-        let e = anyhow::anyhow!("Verifier output: 0: R1=ctx\n1: invalid mem access\n")
-            .context("the kernel rejected vethtrace_tc_ingress");
+        let e = anyhow::anyhow!(
+            "Verifier output: 0: R1=ctx\n1: (61) r2 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\nprocessed 2 insns (limit 1000000)\n"
+        )
+        .context("the kernel rejected vethtrace_tc_ingress");
         assert_eq!(
             one_line(&e),
-            "the kernel rejected vethtrace_tc_ingress: Verifier output: 0: R1=ctx …"
+            "the kernel rejected vethtrace_tc_ingress: Verifier output: 0: R1=ctx … R1 invalid mem access 'scalar'"
         );
         let e = anyhow::anyhow!("no such namespace").context("--netns x");
         assert_eq!(one_line(&e), "--netns x: no such namespace");
