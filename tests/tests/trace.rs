@@ -272,25 +272,7 @@ fn kill_9_leaves_no_program_attached() {
     );
     // SIGKILL: no destructor runs. TCX links and the tracepoint link are file descriptors, so
     // the kernel detaches them when the process dies.
-    let pid = trace.pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .expect("kill");
-    drop(trace);
-    let start = Instant::now();
-    loop {
-        let left = vethtrace_tests::programs_in(&lab);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "still attached: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_9_leaves_nothing(trace, &lab);
 }
 
 #[test]
@@ -434,24 +416,7 @@ fn an_upper_devices_tc_ingress_is_said_and_goes_with_kill_9() {
         vethtrace_tests::programs_in(&lab),
         ["mv0 tcx ingress vethtrace_tc_in"]
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(trace.pid() as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .expect("kill");
-    drop(trace);
-    let start = Instant::now();
-    loop {
-        let left = vethtrace_tests::programs_in(&lab);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "still attached: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_9_leaves_nothing(trace, &lab);
 }
 
 fn run(args: &[&str]) -> Output {
@@ -652,4 +617,27 @@ fn hot_attach(args: &[&str]) {
             format!("{} eth0 ingress", pod.0)
         ]
     );
+}
+
+/// SIGKILLs the trace (no destructor runs) and waits up to 5 s for the lab to carry no program:
+/// TCX links and tracepoint links are file descriptors the kernel lets go with the process.
+fn kill_9_leaves_nothing(trace: Trace, lab: &Lab) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(trace.pid() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill");
+    drop(trace);
+    let start = Instant::now();
+    loop {
+        let left = vethtrace_tests::programs_in(lab);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still attached: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
