@@ -8,8 +8,9 @@
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
-        LinkMessage, LinkXdp, State, XdpAttached,
+        InfoData, InfoIpVlan, InfoIpVtap, InfoKind, InfoMacVlan, InfoMacVtap, InfoVxlan,
+        LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage, LinkXdp, State,
+        XdpAttached,
     },
     AddressFamily,
 };
@@ -72,6 +73,30 @@ pub fn link_of(msg: &LinkMessage) -> RawLink {
                             let (vx, link) = vxlan_of(v);
                             i.vxlan = Some(vx);
                             raw.vxlan_link = link;
+                        }
+                        LinkInfo::Data(InfoData::MacVlan(v)) => {
+                            i.mode = v.iter().find_map(|a| match a {
+                                InfoMacVlan::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
+                        }
+                        LinkInfo::Data(InfoData::MacVtap(v)) => {
+                            i.mode = v.iter().find_map(|a| match a {
+                                InfoMacVtap::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
+                        }
+                        LinkInfo::Data(InfoData::IpVlan(v)) => {
+                            i.mode = v.iter().find_map(|a| match a {
+                                InfoIpVlan::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
+                        }
+                        LinkInfo::Data(InfoData::IpVtap(v)) => {
+                            i.mode = v.iter().find_map(|a| match a {
+                                InfoIpVtap::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
                         }
                         _ => {}
                     }

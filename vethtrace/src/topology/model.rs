@@ -81,6 +81,10 @@ pub struct Interface {
     /// The lower device of a vlan, macvlan or ipvlan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower: Option<PeerRef>,
+    /// A macvlan's or ipvlan's mode (`bridge`, `vepa`, `private`, `passthru`, `source`; `l2`,
+    /// `l3`, `l3s`): which of them can reach each other, and what a fix must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<Vxlan>,
     /// XDP program attached, from IFLA_XDP (always read, it comes with the link dump).
