@@ -123,8 +123,8 @@ pub fn macvlan_on_pair(lab: &Lab) {
 /// The macvlan-container setup in the pair lab: b's address moves onto `mv1`, a macvlan on
 /// a's eth0 moved into b (as the macvlan CNI does with the host's uplink), so a is the
 /// parent's namespace ("the host"); b's own eth0 keeps no address and b answers ARP only for
-/// the device an address is on.
-pub fn macvlan_container(lab: &Lab) {
+/// the device an address is on. `mode`: the macvlan's (`ip link`'s default is vepa).
+pub fn macvlan_container(lab: &Lab, mode: &str) {
     let (a, b) = (
         lab.netns("a").expect("a").to_string(),
         lab.netns("b").expect("b").to_string(),
@@ -142,8 +142,7 @@ pub fn macvlan_container(lab: &Lab) {
             "net.ipv4.conf.all.arp_ignore=1",
         ],
         &[
-            "ip", "-n", &a, "link", "add", "mv1", "link", "eth0", "type", "macvlan", "mode",
-            "bridge",
+            "ip", "-n", &a, "link", "add", "mv1", "link", "eth0", "type", "macvlan", "mode", mode,
         ],
         &["ip", "-n", &a, "link", "set", "mv1", "netns", &b],
         &["ip", "-n", &b, "addr", "add", &addr, "dev", "mv1"],

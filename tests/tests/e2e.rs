@@ -262,14 +262,21 @@ fn ping_draws_a_macvlan_as_stacked_on_its_lower_device() {
 
 /// `vethtrace ping --json` from a namespace to (or from) the macvlan it is the parent of: no
 /// reply either way, diagnosed as `macvlan-parent`, and its fix, run as printed, makes both
-/// directions answer.
+/// directions answer, for a bridge-mode macvlan and for a VEPA one (`ip link`'s default),
+/// whose fix first makes it bridge mode.
 #[test]
 fn a_macvlans_parent_is_diagnosed_and_the_fix_works() {
     if !vethtrace_tests::privileged("a_macvlans_parent_is_diagnosed_and_the_fix_works") {
         return;
     }
+    for mode in ["bridge", "vepa"] {
+        macvlan_parent_case(mode);
+    }
+}
+
+fn macvlan_parent_case(mode: &str) {
     let lab = Lab::create(LabKind::Pair).expect("lab");
-    labtrace::macvlan_container(&lab);
+    labtrace::macvlan_container(&lab, mode);
     let (a, b) = (lab.netns("a").expect("a"), lab.netns("b").expect("b"));
     let (a_addr, b_addr) = (
         lab.addr("a").expect("a").to_string(),
@@ -291,8 +298,8 @@ fn a_macvlans_parent_is_diagnosed_and_the_fix_works() {
     let mut fix = String::new();
     for (from, dest) in [(a, &b_addr), (b, &a_addr)] {
         let (code, result) = ping(from, dest);
-        assert_eq!(code, Some(1), "{result}");
-        assert_eq!(result["status"], "lost", "{result}");
+        assert_eq!(code, Some(1), "{mode}: {result}");
+        assert_eq!(result["status"], "lost", "{mode}: {result}");
         let first = &result["findings"][0];
         assert_eq!(first["code"], "macvlan-parent", "{result}");
         assert_eq!(
@@ -304,9 +311,19 @@ fn a_macvlans_parent_is_diagnosed_and_the_fix_works() {
         );
         fix = first["fix"].as_str().expect("fix").to_string();
     }
-    // The fix's command, between backticks, touches only the lab's namespace a.
+    // The fix's command, between backticks, touches only the lab's namespaces.
     let cmd = fix.split('`').nth(1).expect("a command in the fix");
-    assert!(cmd.starts_with(&format!("ip -n {a} link add ")), "{cmd}");
+    for step in cmd.split(" && ") {
+        assert!(
+            step.starts_with(&format!("ip -n {a} ")) || step.starts_with(&format!("ip -n {b} ")),
+            "{mode}: {cmd}"
+        );
+    }
+    assert_eq!(
+        cmd.contains(&format!("ip -n {b} link set mv1 type macvlan mode bridge")),
+        mode != "bridge",
+        "{mode}: {cmd}"
+    );
     let st = std::process::Command::new("sh")
         .args(["-c", cmd])
         .status()
@@ -314,7 +331,7 @@ fn a_macvlans_parent_is_diagnosed_and_the_fix_works() {
     assert!(st.success(), "{cmd}");
     for (from, dest) in [(a, &b_addr), (b, &a_addr)] {
         let (code, result) = ping(from, dest);
-        assert_eq!(code, Some(0), "{result}");
-        assert_eq!(result["status"], "replied", "{result}");
+        assert_eq!(code, Some(0), "{mode}: {result}");
+        assert_eq!(result["status"], "replied", "{mode}: {result}");
     }
 }

@@ -201,10 +201,11 @@ pub fn flannel() -> Topology {
 }
 
 /// A macvlan container: node (eth0 10.77.0.1/24) and pod, whose mv1 (10.77.0.2/24) is a
-/// macvlan (or `kind`) on node's eth0, moved into pod.
-pub fn macvlan(kind: &str) -> Topology {
+/// macvlan (or `kind`) in `mode` on node's eth0, moved into pod.
+pub fn macvlan(kind: &str, mode: &str) -> Topology {
     let mut mv1 = iface(3, "mv1", kind, &["10.77.0.2/24"]);
     mv1.lower = peer("node", 1, 2, "eth0");
+    mv1.mode = Some(mode.into());
     Topology {
         namespaces: vec![
             ns(

@@ -277,11 +277,19 @@ const PARENTED: [&str; 4] = ["macvlan", "macvtap", "ipvlan", "ipvtap"];
 /// neighbour entry then looks like a dead peer, which is why this rule comes first.
 pub(super) fn macvlan_parent(leg: &Leg, cx: &Context) -> Option<Finding> {
     let topo = cx.topo;
+    // A drop with a reason of its own is explained by that reason.
+    if leg.drop.is_some() && !leg.drop_reason().is_some_and(|r| r.starts_with("NEIGH_")) {
+        return None;
+    }
     let from = topo.namespaces.iter().find(|n| n.name == leg.from)?;
     if net::is_local(from, leg.dst) {
         return None;
     }
     let route = net::route_lookup(from, leg.dst)?;
+    // Through a router the frames come back in from the wire, which a macvlan does receive.
+    if route.gateway.is_some() {
+        return None;
+    }
     let dev = net::route_dev(from, route)?;
     let (owner_ns, owner) = net::owner_of_ip(topo, leg.dst)?;
     // (the stacked device, its namespace, the parent, its namespace)
@@ -292,16 +300,57 @@ pub(super) fn macvlan_parent(leg: &Leg, cx: &Context) -> Option<Finding> {
     } else {
         return None;
     };
-    // A sibling on the parent in the parent's own namespace is the remedy already in place:
-    // whatever failed, it was not this.
-    if parent_ns
+    let upper_addr = if std::ptr::eq(upper, owner) {
+        leg.dst
+    } else {
+        leg.src
+    };
+    let host_len = if upper_addr.is_ipv4() { 32 } else { 128 };
+    let ip = net::ip_in(topo, &parent_ns.name);
+    let sibling = parent_ns
         .interfaces
         .iter()
-        .any(|i| is_parent_of(topo, (parent_ns, parent), i))
-    {
-        return None;
-    }
+        .find(|i| is_parent_of(topo, (parent_ns, parent), i));
+    let route_add = |name: &str| format!("{ip} route add {upper_addr}/{host_len} dev {name}");
     let kind = &upper.kind;
+    let mode = upper.mode.as_deref();
+    let fix = match (sibling, kind.starts_with("ip"), mode) {
+        // The parent's namespace has its sibling, but sends by the parent: only the route is
+        // missing. From the stacked device's side a sibling is the remedy already in place, so
+        // whatever failed, it was not this.
+        (Some(s), _, _) if parent_ns.name == from.name => {
+            format!("route {upper_addr} through {}, which {} already has on {}: `{}`", s.name, parent_ns.name, parent.name, route_add(&s.name))
+        }
+        (Some(_), _, _) => return None,
+        (None, false, Some("passthru")) => format!(
+            "a passthru macvlan takes {} for itself, so {} cannot have a macvlan of its own there: reach {} through another device (a veth pair), or make it a bridge-mode macvlan",
+            parent.name, parent_ns.name, upper.name
+        ),
+        // Siblings reach each other only when both are in bridge mode.
+        (None, false, m) => {
+            let to_bridge = match m {
+                Some("bridge") => String::new(),
+                _ => format!(
+                    "{} link set {} type {kind} mode bridge && ",
+                    net::ip_in(topo, &upper_ns.name),
+                    upper.name
+                ),
+            };
+            format!(
+                "give {} a bridge-mode macvlan of its own on {} and route {upper_addr} through it: `{to_bridge}{ip} link add mvl-host link {} type macvlan mode bridge && {ip} link set mvl-host up && {}`",
+                parent_ns.name, parent.name, parent.name, route_add("mvl-host")
+            )
+        }
+        // An ipvlan's mode belongs to its parent, so the sibling takes the same one; it needs
+        // an address of its own for the replies to come to it.
+        (None, true, m) => {
+            let m = m.unwrap_or("l2");
+            format!(
+                "give {} an ipvlan of its own on {} (mode {m}, the parent's) with a free address of that subnet, and route {upper_addr} through it from that address: `{ip} link add ipvl-host link {} type ipvlan mode {m} && {ip} addr add <free address>/{host_len} dev ipvl-host && {ip} link set ipvl-host up && {} src <free address>`",
+                parent_ns.name, parent.name, parent.name, route_add("ipvl-host")
+            )
+        }
+    };
     let mut evidence = leg.evidence();
     evidence.push(format!(
         "{}: route {} sends {} out of {}",
@@ -310,37 +359,43 @@ pub(super) fn macvlan_parent(leg: &Leg, cx: &Context) -> Option<Finding> {
         leg.dst,
         dev.name
     ));
+    let mode_text = mode.map(|m| format!(" (mode {m})")).unwrap_or_default();
     evidence.push(format!(
-        "{} is {} {}; {} {} is a {kind} on {} {}",
-        leg.dst, owner_ns.name, owner.name, upper_ns.name, upper.name, parent_ns.name, parent.name
+        "{} is {} {}; {} {} is {} {kind}{mode_text} on {} {}",
+        leg.dst,
+        owner_ns.name,
+        owner.name,
+        upper_ns.name,
+        upper.name,
+        article(kind),
+        parent_ns.name,
+        parent.name
     ));
-    // The usual way round: a macvlan (ipvlan) of the parent's own namespace, a sibling of the
-    // stacked device, with the stacked device's address routed through it. It serves both
-    // directions: the stacked device's ARP for the parent namespace's addresses is answered
-    // on the sibling too.
-    let ip = net::ip_in(topo, &parent_ns.name);
-    let (family, mode, name) = if kind.starts_with("ip") {
-        ("ipvlan", "l2", "ipvl-host")
-    } else {
-        ("macvlan", "bridge", "mvl-host")
-    };
-    let upper_addr = if std::ptr::eq(upper, owner) {
-        leg.dst
-    } else {
-        leg.src
-    };
     Some(Finding {
         code: "macvlan-parent",
         message: format!(
-            "{} {} is a {kind} on {} {}, its parent device, and a {kind} never receives what its parent sends nor sends to it: the {} from {} leaves on {}'s link instead",
-            upper_ns.name, upper.name, parent_ns.name, parent.name, leg.what, from.name, dev.name
+            "{} {} is {} {kind} on {} {}, its parent device, and a {kind} never receives what its parent sends nor sends to it: the {} from {} leaves on {}'s link instead",
+            upper_ns.name,
+            upper.name,
+            article(kind),
+            parent_ns.name,
+            parent.name,
+            leg.what,
+            from.name,
+            dev.name
         ),
         evidence: evidence.join("; "),
-        fix: format!(
-            "give {} a {family} of its own on {} and route {upper_addr} through it: `{ip} link add {name} link {} type {family} mode {mode} && {ip} link set {name} up && {ip} route add {upper_addr}/32 dev {name}`",
-            parent_ns.name, parent.name, parent.name
-        ),
+        fix,
     })
+}
+
+/// `a macvlan`, `an ipvlan`.
+fn article(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// Whether `upper` is a macvlan or ipvlan (or tap variant) whose parent is `parent` of
@@ -424,10 +479,13 @@ pub(super) fn ip_on_bridge_port(p: &Probe, leg: Option<&Leg>, cx: &Context) -> V
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::{
-        diagnose,
-        fixture::{self, cx, flow, path, probe, Configs},
-        IcmpError,
+    use crate::{
+        diagnose::{
+            diagnose,
+            fixture::{self, cx, flow, path, probe, Configs},
+            Finding, IcmpError,
+        },
+        topology::Topology,
     };
 
     fn set(t: &mut crate::topology::Topology, ns: &str, ifname: &str, admin_up: bool, state: &str) {
@@ -632,10 +690,10 @@ mod tests {
 
     #[test]
     fn a_macvlan_and_its_parent_cannot_reach_each_other() {
-        let topo = fixture::macvlan("macvlan");
+        let topo = fixture::macvlan("macvlan", "bridge");
         let configs = Configs::new();
         let context = cx(&topo, &configs, &configs);
-        let fix = "give node a macvlan of its own on eth0 and route 10.77.0.2 through it: `ip -n node link add mvl-host link eth0 type macvlan mode bridge && ip -n node link set mvl-host up && ip -n node route add 10.77.0.2/32 dev mvl-host`";
+        let fix = "give node a bridge-mode macvlan of its own on eth0 and route 10.77.0.2 through it: `ip -n node link add mvl-host link eth0 type macvlan mode bridge && ip -n node link set mvl-host up && ip -n node route add 10.77.0.2/32 dev mvl-host`";
         // The host pinging its container, and the container pinging the host: never sent.
         for (src, dst, from, out) in [
             ("10.77.0.1", "10.77.0.2", "node", "eth0"),
@@ -649,7 +707,8 @@ mod tests {
             );
             assert_eq!(f[0].fix, fix);
             assert!(
-                f[0].evidence.contains("pod mv1 is a macvlan on node eth0"),
+                f[0].evidence
+                    .contains("pod mv1 is a macvlan (mode bridge) on node eth0"),
                 "{}",
                 f[0].evidence
             );
@@ -666,27 +725,108 @@ mod tests {
             &context,
         );
         assert!(f.iter().all(|f| f.code != "macvlan-parent"), "{f:#?}");
-        // Nor is a failure once node has a macvlan of its own on eth0 (the fix).
-        let mut fixed = fixture::macvlan("macvlan");
-        let mut sibling = fixed.namespaces[1].interfaces[1].clone();
+    }
+
+    /// The first macvlan-parent finding of a probe `src` → `dst` from `from` in `topo`.
+    fn stacked(topo: &Topology, src: &str, dst: &str, from: &str) -> Option<Finding> {
+        let configs = Configs::new();
+        let f = diagnose(
+            &probe(src, dst, from, None, None),
+            &cx(topo, &configs, &configs),
+        );
+        f.into_iter().find(|f| f.code == "macvlan-parent")
+    }
+
+    #[test]
+    fn the_macvlan_parent_fix_follows_the_mode() {
+        // Siblings reach each other only in bridge mode: a VEPA or private macvlan changes first.
+        for mode in ["vepa", "private"] {
+            let f = stacked(
+                &fixture::macvlan("macvlan", mode),
+                "10.77.0.1",
+                "10.77.0.2",
+                "node",
+            );
+            let fix = f.expect("macvlan-parent").fix;
+            assert!(
+                fix.contains("`ip -n pod link set mv1 type macvlan mode bridge && ip -n node link add mvl-host"),
+                "{fix}"
+            );
+        }
+        let f = stacked(
+            &fixture::macvlan("macvlan", "passthru"),
+            "10.77.0.1",
+            "10.77.0.2",
+            "node",
+        );
+        assert!(f
+            .expect("macvlan-parent")
+            .fix
+            .starts_with("a passthru macvlan takes eth0 for itself"),);
+        // An ipvlan's sibling takes the parent's mode and an address of its own.
+        let f = stacked(
+            &fixture::macvlan("ipvlan", "l3"),
+            "10.77.0.1",
+            "10.77.0.2",
+            "node",
+        );
+        let f = f.expect("macvlan-parent");
+        assert!(
+            f.message.starts_with("pod mv1 is an ipvlan on node eth0"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.fix.contains(
+                "type ipvlan mode l3 && ip -n node addr add <free address>/32 dev ipvl-host"
+            ),
+            "{}",
+            f.fix
+        );
+        // IPv6: a /128 route.
+        let mut v6 = fixture::macvlan("macvlan", "bridge");
+        v6.namespaces[0].interfaces[1].addrs = vec!["fd00::1/64".into()];
+        v6.namespaces[0].routes[0].dst = "fd00::/64".into();
+        v6.namespaces[1].interfaces[1].addrs = vec!["fd00::2/64".into()];
+        let f = stacked(&v6, "fd00::1", "fd00::2", "node").expect("macvlan-parent");
+        assert!(
+            f.fix.ends_with("route add fd00::2/128 dev mvl-host`"),
+            "{}",
+            f.fix
+        );
+    }
+
+    #[test]
+    fn macvlan_parent_stays_out_of_what_it_does_not_explain() {
+        // Through a router the frames come back from the wire: the macvlan receives them.
+        let mut routed = fixture::macvlan("macvlan", "bridge");
+        routed.namespaces[0].routes[0].gateway = Some("10.77.0.254".into());
+        assert_eq!(stacked(&routed, "10.77.0.1", "10.77.0.2", "node"), None);
+        // node has its sibling but still sends by eth0: only the route is missing.
+        let mut half = fixture::macvlan("macvlan", "bridge");
+        let mut sibling = half.namespaces[1].interfaces[1].clone();
         sibling.name = "mvl-host".into();
         sibling.ifindex = 4;
         sibling.addrs.clear();
-        fixed.namespaces[0].interfaces.push(sibling);
-        let context = cx(&fixed, &configs, &configs);
+        half.namespaces[0].interfaces.push(sibling);
+        let f = stacked(&half, "10.77.0.1", "10.77.0.2", "node").expect("macvlan-parent");
+        assert_eq!(
+            f.fix,
+            "route 10.77.0.2 through mvl-host, which node already has on eth0: `ip -n node route add 10.77.0.2/32 dev mvl-host`"
+        );
+        // From the container, the sibling is the remedy in place: whatever failed, not this.
+        assert_eq!(stacked(&half, "10.77.0.2", "10.77.0.1", "pod"), None);
+        // A drop with a reason of its own is explained by that reason.
+        let topo = fixture::macvlan("macvlan", "bridge");
+        let req = path(
+            flow("10.77.0.1", "10.77.0.2", false),
+            &[("node", "eth0", "drop:NETFILTER_DROP")],
+        );
+        let configs = Configs::new();
         let f = diagnose(
-            &probe("10.77.0.2", "10.77.0.1", "pod", None, None),
-            &context,
+            &probe("10.77.0.1", "10.77.0.2", "node", Some(&req), None),
+            &cx(&topo, &configs, &configs),
         );
         assert!(f.iter().all(|f| f.code != "macvlan-parent"), "{f:#?}");
-        // An ipvlan: the same trap, fixed with an ipvlan.
-        let topo = fixture::macvlan("ipvlan");
-        let context = cx(&topo, &configs, &configs);
-        let f = diagnose(
-            &probe("10.77.0.1", "10.77.0.2", "node", None, None),
-            &context,
-        );
-        assert_eq!(f[0].code, "macvlan-parent");
-        assert!(f[0].fix.contains("type ipvlan mode l2"), "{}", f[0].fix);
     }
 }
