@@ -26,7 +26,8 @@ macro_rules! bail_usage {
 
 /// The error chain as the one line the user sees (`{:#}`). A cause that spans several lines
 /// (a verifier log inside aya's load error) keeps its first line and its last meaningful one
-/// (a verifier log ends with the refused instruction's complaint, then statistics).
+/// (a verifier log ends with the refused instruction's complaint, then statistics: time,
+/// stack depth, instructions processed).
 pub fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     let lines: Vec<&str> = text
@@ -37,7 +38,9 @@ pub fn one_line(e: &anyhow::Error) -> String {
     let first = lines.first().copied().unwrap_or_default();
     let last = lines[1.min(lines.len())..].iter().rev().find(|l| {
         let l = l.trim_start();
-        !l.starts_with("processed ") && !l.starts_with("verification time")
+        !["processed ", "verification time", "stack depth"]
+            .iter()
+            .any(|stat| l.starts_with(stat))
     });
     match last {
         Some(last) => format!("{first} … {}", last.trim_start()),
@@ -60,7 +63,7 @@ mod tests {
     #[test]
     fn a_multi_line_cause_is_cut_to_its_first_line() {
         let e = anyhow::anyhow!(
-            "Verifier output: 0: R1=ctx\n1: (61) r2 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\nprocessed 2 insns (limit 1000000)\n"
+            "Verifier output: 0: R1=ctx\n1: (61) r2 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\nverification time 12 usec\nstack depth 0+0\nprocessed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0\n"
         )
         .context("the kernel rejected vethtrace_tc_ingress");
         assert_eq!(

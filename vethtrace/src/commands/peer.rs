@@ -47,12 +47,13 @@ pub fn write(args: &PeerArgs, topo: &Topology, out: &mut impl Write) -> Result<(
             .lower
             .as_ref()
             .map(|l| {
-                let name = l
-                    .name
-                    .clone()
+                let resolved = topo.resolve(l);
+                let name = resolved
+                    .map(|(_, p)| p.name.clone())
+                    .or_else(|| l.name.clone())
                     .unwrap_or_else(|| format!("ifindex {}", l.ifindex));
                 // Where the parent is a veth, its peer is where the frames go next.
-                let next = match topo.resolve(l) {
+                let next = match resolved {
                     Some((_, p)) if p.peer.is_some() => {
                         format!(" (`vethtrace peer {name} --netns {}`)", l.netns)
                     }
