@@ -299,7 +299,7 @@ fn step(topo: &Topology, p: &[Place], i: usize) -> Option<(usize, Via)> {
     if let Some(leg) = vxlan_leg(p, i) {
         return Some(leg);
     }
-    if let Some(r) = through_bridge_device(p, i) {
+    if let Some(r) = through_bridge_device(topo, p, i) {
         return Some(r);
     }
     Some((i + 1, connector(topo, &p[i], b)))
@@ -390,14 +390,18 @@ fn short_endpoints(underlay: &str) -> Option<String> {
 
 /// A bridge's own device between `i` and the next place, in one namespace: the packet went up
 /// through it from a port (`from_bridge`), or down through it to a port (`to_bridge`), or both.
-fn through_bridge_device(p: &[Place], i: usize) -> Option<(usize, Via)> {
+fn through_bridge_device(topo: &Topology, p: &[Place], i: usize) -> Option<(usize, Via)> {
     let a = &p[i];
     let x = p.get(i + 1)?;
-    if !x.is_bridge() || x.netns != a.netns {
+    // A device stacked on the bridge (a VLAN, a macvlan) is handed frames by it, not routed.
+    if !x.is_bridge() || x.netns != a.netns || stacked_on(topo, a, x) {
         return None;
     }
     if a.is_port_of(x) {
         let y = p.get(i + 2).filter(|y| y.netns == a.netns)?;
+        if stacked_on(topo, y, x) {
+            return None;
+        }
         if p.get(i + 3).is_some_and(|b| b.is_port_of(y)) {
             // Up through x, routed, down through y to its port.
             return Some((
@@ -438,15 +442,8 @@ fn connector(topo: &Topology, a: &Place, b: &Place) -> Via {
     if peer(a, b) || peer(b, a) {
         return Via::Veth;
     }
-    // The lower device may be in another namespace (a macvlan moved into a pod).
-    let lower = |upper: &Place, of: &Place| {
-        upper
-            .iface
-            .and_then(|i| i.lower.as_ref())
-            .is_some_and(|r| of.is_named_by(topo, r))
-    };
     for (upper, other) in [(b, a), (a, b)] {
-        if lower(upper, other) {
+        if stacked_on(topo, upper, other) {
             return Via::Upper(upper.kind().unwrap_or("upper").to_string());
         }
     }
@@ -475,6 +472,15 @@ fn connector(topo: &Topology, a: &Place, b: &Place) -> Via {
         };
     }
     Via::Other
+}
+
+/// Whether `upper` is a VLAN, macvlan or ipvlan on `lower` (which may be in another namespace:
+/// a macvlan moved into a pod).
+fn stacked_on(topo: &Topology, upper: &Place, lower: &Place) -> bool {
+    upper
+        .iface
+        .and_then(|i| i.lower.as_ref())
+        .is_some_and(|r| lower.is_named_by(topo, r))
 }
 
 /// The bridge both places are ports of (the master must be a bridge, not a bond or a VRF,
@@ -842,6 +848,45 @@ mod tests {
         // A bond master and its port.
         let hops = [ing(1, "node", "eth2"), ing(2, "node", "bond0")];
         assert_eq!(summarize(&hops, &t), "node eth2 ⇒ bond ⇒ node bond0");
+        // Stacked on a bridge: handed frames by the bridge device, both ways.
+        let mut bt = bridge_lab();
+        let on_br01 = |ifindex, name: &str, kind| {
+            let mut i = iface(ifindex, name, kind);
+            i.lower = Some(PeerRef {
+                netns: "node".into(),
+                inode: None,
+                ifindex: 0,
+                name: Some("br01".into()),
+                master: None,
+            });
+            i
+        };
+        bt.namespaces[0]
+            .interfaces
+            .push(on_br01(6, "mv0", "macvlan"));
+        bt.namespaces[0]
+            .interfaces
+            .push(on_br01(7, "br01.100", "vlan"));
+        let hops = [
+            eg(1, "ns01", "veth01"),
+            ing(2, "node", "br-veth01"),
+            ing(3, "node", "br01"),
+            ing(4, "node", "mv0"),
+        ];
+        assert_eq!(
+            summarize(&hops, &bt),
+            "ns01 veth01 → node br-veth01 ⇒ node br01 ⇒ macvlan ⇒ node mv0"
+        );
+        let hops = [
+            eg(1, "node", "br01.100"),
+            eg(2, "node", "br01"),
+            eg(3, "node", "br-veth01"),
+            ing(4, "ns01", "veth01"),
+        ];
+        assert_eq!(
+            summarize(&hops, &bt),
+            "node br01.100 ⇒ vlan ⇒ node br01 ⇒ node br-veth01 → ns01 veth01"
+        );
         // Two devices of one namespace that are not stacked are still routed between.
         let hops = [ing(1, "node", "eth1"), eg(2, "node", "bond0")];
         assert_eq!(summarize(&hops, &t), "node eth1 (routed) → node bond0");
