@@ -96,6 +96,10 @@ fn interface_line(ns: &Namespace, i: &Interface, width: usize) -> String {
             l.netns,
             peer_name(l.name.as_deref(), l.ifindex)
         ));
+        // Which macvlans (ipvlans) reach each other depends on it.
+        if let Some(m) = &i.mode {
+            s.push_str(&format!(" mode {m}"));
+        }
     }
     if let Some(v) = &i.vxlan {
         s.push_str(&format!("  vni {}", v.vni));
@@ -208,7 +212,7 @@ fn details(ns: &Namespace, i: &Interface) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::model::{tests::sample, AttachedProgram};
+    use crate::topology::model::{tests::sample, AttachedProgram, PeerRef};
 
     fn rendered(t: &Topology) -> String {
         let mut v = Vec::new();
@@ -252,6 +256,28 @@ mod tests {
                 .is_some_and(|l| l.starts_with("└─")),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_stacked_device_shows_its_parent_and_mode() {
+        let mut t = sample();
+        let mut mv = t.namespaces[0].interfaces[1].clone();
+        mv.name = "mv0".into();
+        mv.kind = "macvlan".into();
+        mv.ifindex = 42;
+        mv.peer = None;
+        mv.lower = Some(PeerRef {
+            netns: "host".into(),
+            inode: None,
+            ifindex: 2,
+            name: Some("eth0".into()),
+            master: None,
+        });
+        mv.mode = Some("bridge".into());
+        t.namespaces[0].interfaces.push(mv);
+        let s = rendered(&t);
+        let line = s.lines().find(|l| l.contains("mv0")).expect("mv0 listed");
+        assert!(line.ends_with("  on host eth0 mode bridge"), "{line}");
     }
 
     #[test]
