@@ -28,7 +28,7 @@
 //! | `A (routed) → br0 ⇒ B`      | `Routed{to_bridge}`  | the stack sent it out of br0's own device, which switched it to its port B |
 //! | `A ⇒ br0 (routed) → br1 ⇒ B`| `Routed{from, to}`   | both of the above, e.g. routed between two bridges (or hairpinned back out of br0) |
 //! | `A ═vxlan 10.0.0.1→10.0.0.2═▶ B` | `Vxlan`         | A is a vxlan device sending, B the remote vxlan device receiving; the encapsulated hops between them on underlay devices are the one leg |
-//! | `A ⇒ macvlan ⇒ B`           | `Upper("macvlan")`   | one of A, B is an upper device of the other — a vlan, macvlan, ipvlan (or tap variant) on its lower device, in any namespace, or a bond/team master and its port — named by its kind: handed up by the lower device's receive path, or sent down through it |
+//! | `A ⇒ macvlan ⇒ B`           | `Upper("macvlan")`   | one of A, B is an upper device of the other — a vlan, macvlan, ipvlan (or tap variant) on its lower device, in any namespace, or a bond/team master and its port — named by its kind: handed up by the lower device's receive path, or sent down through it; also two macvlans (ipvlans) of one parent whose own hop was not seen |
 //! | `A → B`                     | `Other`              | anything we cannot name: unknown namespaces or devices, unrelated namespaces |
 //!
 //! So `(routed)` always sits right after the device where the IP stack took the packet in,
@@ -447,6 +447,25 @@ fn connector(topo: &Topology, a: &Place, b: &Place) -> Via {
             return Via::Upper(upper.kind().unwrap_or("upper").to_string());
         }
     }
+    // Two macvlans (ipvlans) of one parent whose own hop was not seen: handed across by it.
+    let (la, lb) = (
+        a.iface.and_then(|i| i.lower.as_ref()),
+        b.iface.and_then(|i| i.lower.as_ref()),
+    );
+    let sibling_kind = |x: &Place| {
+        x.kind()
+            .is_some_and(|k| matches!(k, "macvlan" | "macvtap" | "ipvlan" | "ipvtap"))
+    };
+    // (Two VLANs of one parent are different networks: between them is routing.)
+    if let (Some(la), Some(lb), true) = (la, lb, sibling_kind(a) && sibling_kind(b)) {
+        let same = match (topo.resolve(la), topo.resolve(lb)) {
+            (Some((na, ia)), Some((nb, ib))) => na.inode == nb.inode && ia.ifindex == ib.ifindex,
+            _ => la.netns == lb.netns && la.name.is_some() && la.name == lb.name,
+        };
+        if same {
+            return Via::Upper(b.kind().unwrap_or("upper").to_string());
+        }
+    }
     if a.netns != b.netns {
         return Via::Other;
     }
@@ -845,6 +864,25 @@ mod tests {
         // The lower device in another namespace.
         let hops = [ing(1, "node", "eth1"), ing(2, "c", "mv1")];
         assert_eq!(summarize(&hops, &t), "node eth1 ⇒ macvlan ⇒ c mv1");
+        // Two macvlans of one parent, the parent not traced.
+        let mut siblings = upper_lab();
+        let mut mv2 = siblings.namespaces[3].interfaces[0].clone();
+        mv2.name = "mv2".into();
+        siblings.namespaces[0].interfaces.push(mv2);
+        let hops = [eg(1, "c", "mv1"), ing(2, "a", "mv2")];
+        assert_eq!(summarize(&hops, &siblings), "c mv1 ⇒ macvlan ⇒ a mv2");
+        // Two VLANs of one parent are different networks: routed between.
+        let mut vlans = upper_lab();
+        for (ifindex, name) in [(6, "eth1.10"), (7, "eth1.20")] {
+            let mut v = iface(ifindex, name, "vlan");
+            v.lower = siblings.namespaces[3].interfaces[0].lower.clone();
+            vlans.namespaces[2].interfaces.push(v);
+        }
+        let hops = [ing(1, "node", "eth1.10"), eg(2, "node", "eth1.20")];
+        assert_eq!(
+            summarize(&hops, &vlans),
+            "node eth1.10 (routed) → node eth1.20"
+        );
         // A bond master and its port.
         let hops = [ing(1, "node", "eth2"), ing(2, "node", "bond0")];
         assert_eq!(summarize(&hops, &t), "node eth2 ⇒ bond ⇒ node bond0");
