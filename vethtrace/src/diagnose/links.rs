@@ -265,11 +265,6 @@ pub(super) fn mtu(p: &Probe, leg: Option<&Leg>, cx: &Context) -> Option<Finding>
     })
 }
 
-/// Link kinds stacked on a parent (lower) device that never receive what the parent itself
-/// sends, nor send to it: the kernel hands them frames that arrive on the parent from the wire
-/// (or, in bridge mode, from a sibling), and sends theirs out through the parent.
-const PARENTED: [&str; 4] = ["macvlan", "macvtap", "ipvlan", "ipvtap"];
-
 /// `macvlan-parent`: the failing leg's sender reaches the destination through a macvlan's or
 /// ipvlan's own parent device (the host pinging its macvlan container), or the other way round
 /// (the container pinging the host's address on the parent). Neither ever reaches the other:
@@ -406,7 +401,7 @@ fn is_parent_of(
     (ns, parent): (&Namespace, &Interface),
     upper: &Interface,
 ) -> bool {
-    if !PARENTED.contains(&upper.kind.as_str()) {
+    if !upper.is_macvlan_like() {
         return false;
     }
     let Some(lower) = upper.lower.as_ref() else {

@@ -452,10 +452,7 @@ fn connector(topo: &Topology, a: &Place, b: &Place) -> Via {
         a.iface.and_then(|i| i.lower.as_ref()),
         b.iface.and_then(|i| i.lower.as_ref()),
     );
-    let sibling_kind = |x: &Place| {
-        x.kind()
-            .is_some_and(|k| matches!(k, "macvlan" | "macvtap" | "ipvlan" | "ipvtap"))
-    };
+    let sibling_kind = |x: &Place| x.iface.is_some_and(Interface::is_macvlan_like);
     // (Two VLANs of one parent are different networks: between them is routing.)
     if let (Some(la), Some(lb), true) = (la, lb, sibling_kind(a) && sibling_kind(b)) {
         let same = match (topo.resolve(la), topo.resolve(lb)) {

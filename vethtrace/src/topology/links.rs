@@ -40,10 +40,7 @@ impl RawLink {
 
     /// Whether IFLA_LINK names a lower device (vlan, macvlan, ipvlan and their tap variants).
     pub fn has_lower(&self) -> bool {
-        matches!(
-            self.iface.kind.as_str(),
-            "vlan" | "macvlan" | "macvtap" | "ipvlan" | "ipvtap"
-        )
+        self.iface.kind == "vlan" || self.iface.is_macvlan_like()
     }
 }
 
@@ -74,30 +71,7 @@ pub fn link_of(msg: &LinkMessage) -> RawLink {
                             i.vxlan = Some(vx);
                             raw.vxlan_link = link;
                         }
-                        LinkInfo::Data(InfoData::MacVlan(v)) => {
-                            i.mode = v.iter().find_map(|a| match a {
-                                InfoMacVlan::Mode(m) => Some(m.to_string()),
-                                _ => None,
-                            });
-                        }
-                        LinkInfo::Data(InfoData::MacVtap(v)) => {
-                            i.mode = v.iter().find_map(|a| match a {
-                                InfoMacVtap::Mode(m) => Some(m.to_string()),
-                                _ => None,
-                            });
-                        }
-                        LinkInfo::Data(InfoData::IpVlan(v)) => {
-                            i.mode = v.iter().find_map(|a| match a {
-                                InfoIpVlan::Mode(m) => Some(m.to_string()),
-                                _ => None,
-                            });
-                        }
-                        LinkInfo::Data(InfoData::IpVtap(v)) => {
-                            i.mode = v.iter().find_map(|a| match a {
-                                InfoIpVtap::Mode(m) => Some(m.to_string()),
-                                _ => None,
-                            });
-                        }
+                        LinkInfo::Data(d) => i.mode = mode_of(d).or(i.mode.take()),
                         _ => {}
                     }
                 }
@@ -115,6 +89,29 @@ pub fn link_of(msg: &LinkMessage) -> RawLink {
         raw.link_ifindex = None;
     }
     raw
+}
+
+/// A macvlan's or ipvlan's (or tap variant's) mode, as `ip link` spells it.
+fn mode_of(d: &InfoData) -> Option<String> {
+    match d {
+        InfoData::MacVlan(v) => v.iter().find_map(|a| match a {
+            InfoMacVlan::Mode(m) => Some(m.to_string()),
+            _ => None,
+        }),
+        InfoData::MacVtap(v) => v.iter().find_map(|a| match a {
+            InfoMacVtap::Mode(m) => Some(m.to_string()),
+            _ => None,
+        }),
+        InfoData::IpVlan(v) => v.iter().find_map(|a| match a {
+            InfoIpVlan::Mode(m) => Some(m.to_string()),
+            _ => None,
+        }),
+        InfoData::IpVtap(v) => v.iter().find_map(|a| match a {
+            InfoIpVtap::Mode(m) => Some(m.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 fn kind_name(k: &InfoKind) -> String {
@@ -254,7 +251,7 @@ pub fn assemble(links: &mut [RawLink], addrs: Vec<(u32, bool, String)>) {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use netlink_packet_route::link::{InfoVeth, LinkHeader};
+    use netlink_packet_route::link::{InfoVeth, IpVlanMode, LinkHeader, MacVlanMode};
 
     use super::*;
 
@@ -316,6 +313,43 @@ mod tests {
         let r = link_of(&eth);
         assert_eq!(r.iface.kind, "physical");
         assert_eq!(r.link_ifindex, None);
+    }
+
+    #[test]
+    fn a_macvlans_and_an_ipvlans_mode_and_lower_device() {
+        let mv = link(
+            6,
+            vec![
+                LinkAttribute::IfName("mv0".into()),
+                LinkAttribute::Link(2),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::MacVlan),
+                    LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                        MacVlanMode::Vepa,
+                    )])),
+                ]),
+            ],
+        );
+        let r = link_of(&mv);
+        assert_eq!(
+            (r.iface.kind.as_str(), r.iface.mode.as_deref()),
+            ("macvlan", Some("vepa"))
+        );
+        assert!(r.has_lower() && r.iface.is_macvlan_like());
+        let iv = link(
+            7,
+            vec![
+                LinkAttribute::IfName("iv0".into()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::IpVlan),
+                    LinkInfo::Data(InfoData::IpVlan(vec![InfoIpVlan::Mode(IpVlanMode::L3S)])),
+                ]),
+            ],
+        );
+        assert_eq!(link_of(&iv).iface.mode.as_deref(), Some("l3s"));
+        // Other kinds have no mode.
+        let lo = link(1, vec![LinkAttribute::IfName("lo".into())]);
+        assert_eq!(link_of(&lo).iface.mode, None);
     }
 
     #[test]

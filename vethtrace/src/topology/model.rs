@@ -277,6 +277,18 @@ impl Topology {
     }
 }
 
+impl Interface {
+    /// A macvlan or ipvlan (or their tap variants): stacked on a parent device by address, so
+    /// several can share one parent as siblings, and none of them ever reaches the parent's own
+    /// traffic (the kernel hands them what arrives on the parent, and sends theirs through it).
+    pub fn is_macvlan_like(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "macvlan" | "macvtap" | "ipvlan" | "ipvtap"
+        )
+    }
+}
+
 impl Namespace {
     /// The interface with this ifindex.
     pub fn interface(&self, ifindex: u32) -> Option<&Interface> {
