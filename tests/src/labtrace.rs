@@ -7,7 +7,7 @@ use std::time::Duration;
 use vethtrace::{
     attach::AttachMode,
     correlate::{correlate, PacketPath},
-    decode::What,
+    decode::{Observation, What},
     filter::Filter,
     lab::Lab,
     loader::LoadOptions,
@@ -97,6 +97,23 @@ pub fn echo(paths: &[PacketPath], icmp_type: u8) -> &PacketPath {
         "exactly one ICMP type {icmp_type} packet in {paths:#?}"
     );
     matching[0]
+}
+
+/// The flannel lab's echo request on the nodes' eth0 (the underlay): exactly two hops, each a
+/// VXLAN frame (UDP 8472) carrying the pods' echo request.
+pub fn flannel_underlay(req: &PacketPath) -> Vec<&Observation> {
+    let underlay: Vec<_> = req
+        .hops
+        .iter()
+        .filter(|h| h.ifname.as_deref() == Some("eth0") && h.netns.starts_with("node"))
+        .collect();
+    assert_eq!(underlay.len(), 2);
+    for h in &underlay {
+        let inner = h.inner.expect("encapsulated");
+        assert_eq!(inner.icmp_type, 8);
+        assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
+    }
+    underlay
 }
 
 /// Turns role `b` of a `pair` lab into a host whose address sits on a macvlan: `mv0` (mode

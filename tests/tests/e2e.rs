@@ -118,16 +118,7 @@ fn flannel_lab_cross_node_path_keeps_the_inner_packet() {
         ]
     );
     // On the underlay the packet is VXLAN between the nodes, with the pods' packet inside.
-    let underlay: Vec<_> = req
-        .hops
-        .iter()
-        .filter(|h| h.ifname.as_deref() == Some("eth0") && h.netns.starts_with("node"))
-        .collect();
-    assert_eq!(underlay.len(), 2);
-    for h in underlay {
-        let inner = h.inner.expect("encapsulated");
-        assert_eq!(inner.icmp_type, 8);
-        assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
+    for h in labtrace::flannel_underlay(req) {
         assert_eq!(h.outer.src_ip(), Some("172.30.0.1".parse().expect("ip")));
     }
     assert_eq!(hops(echo(&paths, 0)).len(), 10);

@@ -97,16 +97,7 @@ fn flannel_lab_vxlan_hops_through_the_tracepoints() {
     );
     assert!(seq[8].starts_with("node2 veth") && seq[8].ends_with(" egress"));
     assert_eq!(seq[9], "nginx eth0 ingress");
-    let underlay: Vec<_> = req
-        .hops
-        .iter()
-        .filter(|h| h.ifname.as_deref() == Some("eth0") && h.netns.starts_with("node"))
-        .collect();
-    assert_eq!(underlay.len(), 2);
-    for h in underlay {
-        let inner = h.inner.expect("encapsulated");
-        assert_eq!(inner.icmp_type, 8);
-        assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
+    for h in labtrace::flannel_underlay(req) {
         // 98-byte inner frame + 50 bytes of VXLAN over IPv4 + Ethernet.
         assert_eq!(h.len, 148);
     }

@@ -811,18 +811,20 @@ mod tests {
 
     /// b's address is on mv0, a macvlan on its eth0; c's on mv1, a macvlan on the node's
     /// eth1 moved into c (the macvlan CNI); the node's bond0 has eth2 as a port.
+    /// A device of `kind` stacked on `lower` of namespace `lower_ns`.
+    fn stacked(ifindex: u32, name: &str, kind: &str, lower_ns: &str, lower: &str) -> Interface {
+        let mut i = iface(ifindex, name, kind);
+        i.lower = Some(PeerRef {
+            netns: lower_ns.into(),
+            inode: None,
+            ifindex: 0,
+            name: Some(lower.into()),
+            master: None,
+        });
+        i
+    }
+
     fn upper_lab() -> Topology {
-        let upper = |ifindex, name: &str, kind, lower_ns: &str, lower: &str| {
-            let mut i = iface(ifindex, name, kind);
-            i.lower = Some(PeerRef {
-                netns: lower_ns.into(),
-                inode: None,
-                ifindex: 0,
-                name: Some(lower.into()),
-                master: None,
-            });
-            i
-        };
         let mut eth2 = iface(5, "eth2", "physical");
         eth2.master = Some("bond0".into());
         Topology {
@@ -833,7 +835,7 @@ mod tests {
                     2,
                     vec![
                         veth(2, "eth0", "a", "eth0"),
-                        upper(3, "mv0", "macvlan", "b", "eth0"),
+                        stacked(3, "mv0", "macvlan", "b", "eth0"),
                     ],
                 ),
                 ns(
@@ -845,7 +847,7 @@ mod tests {
                         eth2,
                     ],
                 ),
-                ns("c", 4, vec![upper(2, "mv1", "macvlan", "node", "eth1")]),
+                ns("c", 4, vec![stacked(2, "mv1", "macvlan", "node", "eth1")]),
             ],
         }
     }
@@ -885,17 +887,7 @@ mod tests {
         assert_eq!(summarize(&hops, &t), "node eth2 ⇒ bond ⇒ node bond0");
         // Stacked on a bridge: handed frames by the bridge device, both ways.
         let mut bt = bridge_lab();
-        let on_br01 = |ifindex, name: &str, kind| {
-            let mut i = iface(ifindex, name, kind);
-            i.lower = Some(PeerRef {
-                netns: "node".into(),
-                inode: None,
-                ifindex: 0,
-                name: Some("br01".into()),
-                master: None,
-            });
-            i
-        };
+        let on_br01 = |ifindex, name: &str, kind| stacked(ifindex, name, kind, "node", "br01");
         bt.namespaces[0]
             .interfaces
             .push(on_br01(6, "mv0", "macvlan"));
