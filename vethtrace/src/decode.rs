@@ -3,7 +3,7 @@
 //! since ifindexes collide across namespaces); a netfilter verdict ([`NetfilterEvent`]) gets
 //! its family, hook and verdict named. Pure: names come in through [`Names`].
 
-use std::sync::LazyLock;
+use std::{mem::MaybeUninit, sync::LazyLock};
 
 use vethtrace_common::{flag, hook, kind, nf, Event, Flow, NetfilterEvent};
 
@@ -347,13 +347,41 @@ impl Decoder<'_> {
                 return self.decode_netfilter(&nf);
             }
         }
-        // Most records carry no snapshot (only `-w FILE.pcapng` asks for them).
-        let snapshot = if ev.snap_len == 0 {
+        self.observation(
+            ev,
+            Self::snapshot(ev, record),
+            ev.flags & flag::SNAP_L3 != 0,
+        )
+    }
+
+    /// [`Decoder::decode_record`] written into `out` (the correlator's room for the hop), so
+    /// that the observation is built where it stays instead of built and then copied.
+    pub fn decode_record_into<'o>(
+        &self,
+        ev: &Event,
+        record: &[u8],
+        out: &'o mut MaybeUninit<Observation>,
+    ) -> &'o mut Observation {
+        if ev.kind == kind::NETFILTER {
+            if let Ok(nf) = NetfilterEvent::decode(record) {
+                return out.write(self.decode_netfilter(&nf));
+            }
+        }
+        out.write(self.observation(
+            ev,
+            Self::snapshot(ev, record),
+            ev.flags & flag::SNAP_L3 != 0,
+        ))
+    }
+
+    /// The packet's first bytes that follow the record; most records carry none (only
+    /// `-w FILE.pcapng` asks for them).
+    fn snapshot(ev: &Event, record: &[u8]) -> Vec<u8> {
+        if ev.snap_len == 0 {
             Vec::new()
         } else {
             ev.snapshot(record).to_vec()
-        };
-        self.observation(ev, snapshot, ev.flags & flag::SNAP_L3 != 0)
+        }
     }
 
     /// A netfilter verdict, with its packet's namespace, device and flows.
@@ -373,8 +401,9 @@ impl Decoder<'_> {
         self.observation(ev, Vec::new(), false)
     }
 
-    /// The observation built in place (it is a few hundred bytes, and decoding runs per event).
-    #[inline]
+    /// The observation built in place (it is a few hundred bytes, and decoding runs per event):
+    /// always inlined, so that the struct is written straight into the caller's destination.
+    #[inline(always)]
     fn observation(&self, ev: &Event, snapshot: Vec<u8>, snapshot_l3: bool) -> Observation {
         let what = match ev.hook {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),

@@ -2,9 +2,11 @@
 //! reader. Dropping it detaches everything (attachments first, then the programs and maps).
 
 use anyhow::Result;
+use vethtrace_common::Event;
 
 use crate::{
     attach::{self, AttachMode, Attachments, Mechanism, Selection},
+    correlate::Correlator,
     decode::{Decoder, Names, Observation},
     events::{Counters, EventReader},
     kallsyms::Kallsyms,
@@ -266,20 +268,33 @@ impl Tracer {
 
     /// Everything in the ring buffer now, decoded. Records that fail to decode are counted.
     pub fn collect(&mut self) -> Vec<Observation> {
+        let mut out = Vec::new();
+        self.drain_decoded(|decoder, ev, bytes| out.push(decoder.decode_record(ev, bytes)));
+        out
+    }
+
+    /// Everything in the ring buffer now, decoded straight into `corr` (a live trace: no list
+    /// of observations on the way). Returns how many records decoded.
+    pub fn collect_into(&mut self, corr: &mut Correlator) -> usize {
+        self.drain_decoded(|decoder, ev, bytes| corr.push_record(decoder, ev, bytes))
+    }
+
+    /// Hands each record of the ring that decodes to `f`, read in place; counts the others.
+    fn drain_decoded(&mut self, mut f: impl FnMut(&Decoder<'_>, &Event, &[u8])) -> usize {
         let decoder = Decoder {
             names: &self.names,
             reasons: &self.loaded.drop_reasons,
             kallsyms: &self.kallsyms,
         };
-        let mut out = Vec::new();
-        let mut errors = 0;
-        self.reader
-            .drain(|bytes| match vethtrace_common::Event::decode(bytes) {
-                Ok(ev) => out.push(decoder.decode_record(&ev, bytes)),
+        let (mut decoded, mut errors) = (0, 0);
+        self.reader.drain(
+            |bytes| match Event::with_decoded(bytes, |ev| f(&decoder, ev, bytes)) {
+                Ok(()) => decoded += 1,
                 Err(_) => errors += 1,
-            });
+            },
+        );
         self.decode_errors += errors;
-        out
+        decoded
     }
 
     /// Waits until no new event arrived for `quiet`, at most `max`, collecting all of them.

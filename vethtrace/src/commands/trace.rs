@@ -277,15 +277,12 @@ async fn trace_loop<W: Write, P: Write>(
             _ = sigterm.recv() => break,
             _ = tokio::time::sleep(period) => {
                 hot.poll(tracer);
-                let got = tracer.collect();
-                period = if got.is_empty() && corr.pending() == 0 {
+                let got = tracer.collect_into(&mut corr);
+                period = if got == 0 && corr.pending() == 0 {
                     (period * 2).min(crate::events::IDLE_DRAIN_INTERVAL)
                 } else {
                     crate::events::DRAIN_INTERVAL
                 };
-                for o in got {
-                    corr.push(o);
-                }
                 for p in corr.flush_idle(monotonic_now_ns(), IDLE.as_nanos() as u64) {
                     sink.packet(&p)?;
                     if done(sink) {
@@ -299,9 +296,7 @@ async fn trace_loop<W: Write, P: Write>(
         }
     }
     // Whatever is still in flight when the trace ends.
-    for o in tracer.collect() {
-        corr.push(o);
-    }
+    tracer.collect_into(&mut corr);
     for p in corr.flush_all() {
         if done(sink) {
             break;
