@@ -1,5 +1,6 @@
 //! Ring-buffer records on arbitrary bytes: what user space reads from the kernel, through the
-//! same path as the tracer's drain (`Event::decode`, then `Decoder::decode_record`).
+//! same path as the tracer's drain (`Event::with_decoded`, then `Decoder::decode_record_into`),
+//! checked against the copying one (`Event::decode`, then `Decoder::decode_record`).
 //!
 //! Never a panic, and for every input:
 //! - a record shorter than an `Event` is `Truncated` with its length, one of another wire
@@ -9,9 +10,10 @@
 //! - the snapshot is within the record and no longer than `snap_len` and `SNAP_LEN`;
 //! - the observation carries the event's values, and the inner flow exactly when `ENCAP` is set.
 //!
-//! Public entry points used: `vethtrace_common::{Event::decode, Event::snapshot,
-//! Event::as_bytes, NetfilterEvent::decode, DecodeError}` and `vethtrace::decode::{Decoder,
-//! Names}::decode_record` (with `btf::DropReasons` and `kallsyms::Kallsyms` for the names).
+//! Public entry points used: `vethtrace_common::{Event::decode, Event::with_decoded,
+//! Event::snapshot, Event::as_bytes, NetfilterEvent::decode, DecodeError}` and
+//! `vethtrace::decode::{Decoder, Names}::{decode_record, decode_record_into}` (with
+//! `btf::DropReasons` and `kallsyms::Kallsyms` for the names).
 #![no_main]
 
 use std::{mem::size_of, sync::LazyLock};
@@ -53,6 +55,8 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let nf = NetfilterEvent::decode(data);
+    // The tracer's in-place read answers exactly as the copying one, aligned or not.
+    assert_eq!(Event::with_decoded(data, |e| *e), Event::decode(data));
     let ev = match Event::decode(data) {
         Ok(ev) => ev,
         Err(e) => {
@@ -98,6 +102,11 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let o = decoder.decode_record(&ev, data);
+    // Decoded straight into the correlator's room, the same observation.
+    let mut slot = std::mem::MaybeUninit::uninit();
+    assert_eq!(*decoder.decode_record_into(&ev, data, &mut slot), o);
+    // SAFETY: decode_record_into initialised the slot (it returned a reference into it).
+    unsafe { slot.assume_init_drop() };
     assert_eq!(
         (o.ts_ns, o.netns_cookie, o.ifindex),
         (ev.ts_ns, ev.netns_cookie, ev.ifindex)

@@ -157,9 +157,9 @@ impl Rig {
                 }
                 while !done.load(Ordering::Acquire) {
                     reader.drain(|rec| {
-                        if let Ok(ev) = Event::decode(rec) {
-                            std::hint::black_box(decoder.decode_record(&ev, rec));
-                        }
+                        let _ = Event::with_decoded(rec, |ev| {
+                            std::hint::black_box(decoder.decode_record(ev, rec))
+                        });
                     });
                     std::thread::sleep(DRAIN_INTERVAL);
                 }

@@ -1,8 +1,9 @@
 //! Figure 5: user space on one core, from pre-built event bytes (no kernel involved).
 //!
-//! - decode: `Event::decode` + `Decoder::decode_record` per record;
-//! - decode + correlate: the same, pushed into a `Correlator`, flushing idle packets every
-//!   10 ms of event time as `vethtrace trace` does (events are 1 µs apart: a 1 M events/s trace);
+//! - decode: `Event::with_decoded` + `Decoder::decode_record` per record;
+//! - decode + correlate: each record decoded into a `Correlator` (`Correlator::push_record`, as
+//!   `vethtrace trace` drains the ring), flushing idle packets every 10 ms of event time as
+//!   `vethtrace trace` does (events are 1 µs apart: a 1 M events/s trace);
 //! - rendered lines: correlated packets written by `render::text::packet` and
 //!   `render::json::packet` into a Vec.
 //!
@@ -108,15 +109,13 @@ impl Ctx {
     }
 }
 
-/// One record as `vethtrace trace` decodes it. Returns the observation itself (not a
-/// `Result`): moving a few hundred bytes in and out of a `Result` per event was a visible part
-/// of what this figure measured, and the tracer does not do it.
+/// One record decoded into an observation, read in place as the tracer reads the ring
+/// (`Event::with_decoded`). Returns the observation itself (not a `Result`): moving a few
+/// hundred bytes in and out of a `Result` per event was a visible part of what this figure
+/// measured, and the tracer does not do it.
 #[inline]
 fn decode_one(d: &Decoder<'_>, rec: &[u8]) -> Option<Observation> {
-    match Event::decode(rec) {
-        Ok(ev) => Some(d.decode_record(&ev, rec)),
-        Err(_) => None,
-    }
+    Event::with_decoded(rec, |ev| d.decode_record(ev, rec)).ok()
 }
 
 fn undecodable() -> anyhow::Error {
@@ -148,11 +147,12 @@ fn correlate_rate(ctx: &Ctx, recs: &[u8]) -> Result<f64> {
     let mut next_tick = 0;
     let (mut n, mut packets) = (0u64, 0usize);
     for rec in recs.chunks_exact(size) {
-        let Some(o) = decode_one(&d, rec) else {
-            return Err(undecodable());
-        };
-        let ts = o.ts_ns;
-        c.push(o);
+        // As `vethtrace trace` drains the ring (Tracer::collect_into).
+        let ts = Event::with_decoded(rec, |ev| {
+            c.push_record(&d, ev, rec);
+            ev.ts_ns
+        })
+        .map_err(|_| undecodable())?;
         n += 1;
         if ts >= next_tick {
             packets += black_box(c.flush_idle(ts, IDLE_NS)).len();
@@ -216,13 +216,13 @@ pub fn run(sec: &mut Section) -> Result<()> {
         json.push(render_rate(&paths, true)?);
     }
     sec.figure(
-        "decode (Event::decode + Decoder)",
+        "decode (Event::with_decoded + Decoder)",
         Unit::Rate("events/s"),
         Budget::AtLeast(10e6),
         Sample::new(dec),
     );
     sec.figure(
-        "decode + correlate",
+        "decode + correlate (Correlator::push_record)",
         Unit::Rate("events/s"),
         Budget::AtLeast(10e6),
         Sample::new(cor),
