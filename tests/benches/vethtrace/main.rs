@@ -18,6 +18,11 @@
 //! iptables; traffic flows only between lab namespaces, bounded in time and count. The bench
 //! checks at the end that none of its namespaces is left.
 
+/// The vethtrace binary's allocator (vethtrace/src/main.rs), so that figure 5 measures what
+/// the tool does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cpus;
 mod emptyprog;
 mod feeder;

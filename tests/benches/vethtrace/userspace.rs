@@ -207,8 +207,10 @@ pub fn run(sec: &mut Section) -> Result<()> {
     anyhow::ensure!(paths.len() == RENDERED, "{} packets to render", paths.len());
 
     let (mut dec, mut cor, mut text, mut json) = (vec![], vec![], vec![], vec![]);
-    // One unmeasured pass warms the allocator and caches.
+    // One unmeasured pass of each warms the allocator (the correlator's first packets fault
+    // its memory in) and the caches.
     decode_rate(&ctx, &recs)?;
+    correlate_rate(&ctx, &recs)?;
     for _ in 0..ROUNDS {
         dec.push(decode_rate(&ctx, &recs)?);
         cor.push(correlate_rate(&ctx, &recs)?);
