@@ -149,6 +149,10 @@ pub struct Correlator {
     hops_hint: usize,
     /// Packets the last flush returned: the next one reserves as many.
     flushed_hint: usize,
+    /// The next new packet's hops, allocated and prefetched one packet ahead: memory freed by
+    /// a flush tens of milliseconds ago is out of the CPU's caches, and writing a new packet's
+    /// first hop into it stalled on that miss (measured: a sixth of decode + correlate).
+    spare: Vec<Observation>,
 }
 
 struct Open {
@@ -247,7 +251,13 @@ impl Correlator {
             0 => FIRST_HOPS_HINT,
             n => n,
         };
-        let mut hops = Vec::with_capacity(hint);
+        // This packet takes the room prepared for it, and the next one's is prepared now.
+        let mut hops = std::mem::take(&mut self.spare);
+        if hops.capacity() < hint {
+            hops = Vec::with_capacity(hint);
+        }
+        self.spare = Vec::with_capacity(hint);
+        prefetch(&self.spare);
         push_in_place(&mut hops, make);
         self.slots.push_back(Some(Open {
             path: PacketPath { key, hops },
@@ -392,6 +402,24 @@ fn open_key<'a>(
 fn live_slot(base: u64, last_ts: &VecDeque<u64>, n: u64) -> Option<usize> {
     let i = usize::try_from(n.checked_sub(base)?).ok()?;
     (*last_ts.get(i)? != u64::MAX).then_some(i)
+}
+
+/// Asks the CPU to bring `hops`' whole buffer into its cache (a hint: no effect on results,
+/// and none on CPUs without the instruction).
+#[inline]
+fn prefetch(hops: &Vec<Observation>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = hops.as_ptr().cast::<i8>();
+        let bytes = hops.capacity() * std::mem::size_of::<Observation>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address is within the allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = hops;
 }
 
 /// Puts the hop `make` writes, seen at `ts`, in time order: at the end unless it arrived late
