@@ -80,7 +80,7 @@ pub fn hops(p: &PacketPath) -> Vec<String> {
             )),
             What::Drop { reason, .. } => Some(format!("drop {} {reason}", h.netns)),
             What::Freed { reason, .. } => Some(format!("freed {} {reason}", h.netns)),
-            What::Netfilter { .. } => None,
+            What::Netfilter(_) => None,
         })
         .collect()
 }
@@ -109,7 +109,7 @@ pub fn flannel_underlay(req: &PacketPath) -> Vec<&Observation> {
         .collect();
     assert_eq!(underlay.len(), 2);
     for h in &underlay {
-        let inner = h.inner.expect("encapsulated");
+        let inner = h.inner().expect("encapsulated");
         assert_eq!(inner.icmp_type, 8);
         assert_eq!((h.outer.l4, h.outer.dport), (17, 8472));
     }

@@ -113,7 +113,6 @@ fn request(lab: &Lab, f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
         .enumerate()
         .map(|(n, (role, ifname, what))| Observation {
             ts_ns: 1_000 * n as u64,
-            netns_cookie: 0,
             netns: lab.netns(role).unwrap_or_else(|e| panic!("{e:#}")).into(),
             ifindex: 0,
             ifname: Some(ifname.to_string().into()),
@@ -128,10 +127,7 @@ fn request(lab: &Lab, f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
             len: 84,
             mark: 0,
             outer: f,
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         })
         .collect();
     PacketPath {

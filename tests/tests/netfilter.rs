@@ -109,13 +109,7 @@ fn forward_drop_shows_the_chains_verdict_before_the_drop() {
     let v = verdicts[0];
     assert_eq!(
         v.what,
-        What::Netfilter {
-            family: "ip".into(),
-            hook: "FORWARD".into(),
-            table: "filter".into(),
-            chain: "FORWARD".into(),
-            verdict: "DROP".into(),
-        }
+        What::netfilter("ip", "FORWARD", "filter", "FORWARD", "DROP")
     );
     assert_eq!(v.netns, "node");
     assert!(!v.is_hook() && !v.is_drop());

@@ -19,7 +19,7 @@ fn fields(p: &PacketPath) -> Vec<String> {
     p.hops
         .iter()
         .filter(|h| matches!(h.what, What::Hook(_)))
-        .map(|h| format!("{} {} {:?} {:?}", h.len, h.mark, h.outer, h.inner))
+        .map(|h| format!("{} {} {:?} {:?}", h.len, h.mark, h.outer, h.inner()))
         .collect()
 }
 
@@ -293,7 +293,7 @@ fn tcp_snapshots_hold_only_the_frames_bytes_in_both_modes() {
         let obs = tracer.collect_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
         let mut data_frames = 0;
         for o in obs.iter().filter(|o| o.is_hook()) {
-            let snap = &o.snapshot;
+            let snap = o.snapshot();
             assert!(!snap.is_empty(), "{mode:?}: a hop without snapshot: {o:#?}");
             assert!(snap.len() <= o.len as usize, "{mode:?}: {o:#?}");
             // Ethernet + IPv4 (IHL) + TCP (data offset): the bytes after them are payload.

@@ -469,7 +469,6 @@ mod tests {
     fn obs(ts: u64, ns: &str, ifname: &str, what: What, flow: Flow) -> Observation {
         Observation {
             ts_ns: ts,
-            netns_cookie: 0,
             netns: ns.into(),
             ifindex: 0,
             ifname: Some(ifname.into()),
@@ -477,10 +476,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: flow,
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 
@@ -665,15 +661,15 @@ mod tests {
             1 => What::Freed {
                 reason: interned("NOT_SPECIFIED"),
                 location: interned("skb_release"),
-                why: "test",
+                why: crate::decode::Benign::RawSocketCopy,
             },
-            2 => What::Netfilter {
-                family: interned("ip"),
-                hook: interned("FORWARD"),
-                table: interned("filter"),
-                chain: format!("c{n}").into(),
-                verdict: interned("ACCEPT"),
-            },
+            2 => What::netfilter(
+                interned("ip"),
+                interned("FORWARD"),
+                interned("filter"),
+                format!("c{n}"),
+                interned("ACCEPT"),
+            ),
             3..=12 => What::Hook(Dir::Egress),
             _ => What::Hook(Dir::Ingress),
         };
@@ -687,21 +683,20 @@ mod tests {
             1 => Some(format!("if{n}").into()),
             k => Some(interned(&format!("veth{k}"))),
         };
-        o.netns_cookie = next() % 4;
         o.ifindex = (next() % 4) as u32;
         o.len = (next() % 2000) as u32;
         o.mark = (next() % 3) as u32;
-        o.truncated = next().is_multiple_of(20);
+        o.set_truncated(next().is_multiple_of(20));
         if next().is_multiple_of(10) {
             // A VXLAN frame: the packet inside, the underlay's headers outside.
-            o.inner = Some(flow).into();
+            o.set_inner(Some(flow));
             o.outer = icmp(0, 64, 0);
             o.outer.l4 = 17;
             o.outer.dport = 4789;
         }
         if next().is_multiple_of(10) {
-            o.snapshot = vec![n as u8; 1 + (next() % 64) as usize];
-            o.snapshot_l3 = next().is_multiple_of(2);
+            let snapshot = vec![n as u8; 1 + (next() % 64) as usize];
+            o.set_snapshot(snapshot, next().is_multiple_of(2));
         }
         o
     }

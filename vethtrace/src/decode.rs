@@ -101,9 +101,10 @@ impl std::fmt::Display for Dir {
     }
 }
 
-/// What happened at an observation point. Its names are [`Name`]s (one word each) so that
-/// an observation stays small: the correlator holds every hop of the last tens of
-/// milliseconds, and its speed is bounded by how many bytes that is.
+/// What happened at an observation point. Its names are [`Name`]s (one word each) and the
+/// rare netfilter verdict is boxed, so that an observation stays small (128 bytes, two cache
+/// lines): the correlator holds every hop of the last tens of milliseconds, and its speed is
+/// bounded by how many bytes that is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
     /// Seen by the tc hook of an interface.
@@ -114,21 +115,73 @@ pub enum What {
     Freed {
         reason: Name,
         location: Name,
-        why: &'static str,
+        why: Benign,
     },
     /// The verdict of a netfilter base chain on the packet (fentry/fexit nft_do_chain). Not a hop
     /// and not a drop: it joins its packet's path (and precedes the NETFILTER_DROP drop when
     /// the verdict is `DROP`).
-    Netfilter {
-        /// nft's family name: `ip`, `ip6`, `inet`, `bridge`, `arp`, `netdev`.
-        family: Name,
-        /// The hook, by the family's names: `FORWARD`, `INPUT`, …
-        hook: Name,
-        table: Name,
-        chain: Name,
-        /// `DROP`, `ACCEPT`, `STOLEN`, `QUEUE`, `REPEAT`, `STOP`.
-        verdict: Name,
-    },
+    Netfilter(Box<NfVerdict>),
+}
+
+/// Where and what a netfilter base chain decided ([`What::Netfilter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfVerdict {
+    /// nft's family name: `ip`, `ip6`, `inet`, `bridge`, `arp`, `netdev`.
+    pub family: Name,
+    /// The hook, by the family's names: `FORWARD`, `INPUT`, …
+    pub hook: Name,
+    pub table: Name,
+    pub chain: Name,
+    /// `DROP`, `ACCEPT`, `STOLEN`, `QUEUE`, `REPEAT`, `STOP`.
+    pub verdict: Name,
+}
+
+impl What {
+    /// A netfilter verdict (tests and fixtures build them field by field).
+    pub fn netfilter(
+        family: impl Into<Name>,
+        hook: impl Into<Name>,
+        table: impl Into<Name>,
+        chain: impl Into<Name>,
+        verdict: impl Into<Name>,
+    ) -> What {
+        What::Netfilter(Box::new(NfVerdict {
+            family: family.into(),
+            hook: hook.into(),
+            table: table.into(),
+            chain: chain.into(),
+            verdict: verdict.into(),
+        }))
+    }
+
+    /// A netfilter verdict that dropped the packet.
+    pub fn is_nf_drop(&self) -> bool {
+        matches!(self, What::Netfilter(v) if v.verdict == "DROP")
+    }
+}
+
+/// Why a free with a drop reason did not lose the packet ([`benign_drop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Benign {
+    /// An ICMP echo reply that a raw socket got as a clone: the original found no ICMP
+    /// datagram socket.
+    RawSocketCopy,
+}
+
+impl Benign {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Benign::RawSocketCopy => {
+                "no ICMP datagram socket wanted it; raw sockets (ping as root) got a copy"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Benign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A fixed table's names, interned once: naming a verdict then copies a pointer.
@@ -231,7 +284,6 @@ pub fn nf_verdict_name(verdict: u32) -> Name {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub ts_ns: u64,
-    pub netns_cookie: u64,
     pub netns: Name,
     pub ifindex: u32,
     pub ifname: Option<Name>,
@@ -239,78 +291,108 @@ pub struct Observation {
     pub len: u32,
     pub mark: u32,
     pub outer: Flow,
-    /// The encapsulated packet when the frame was VXLAN.
-    pub inner: InnerFlow,
-    pub truncated: bool,
-    /// The packet's first bytes when snapshots are on (empty otherwise).
-    pub snapshot: Vec<u8>,
-    /// The snapshot starts at the network header (drops), not at the Ethernet header.
-    pub snapshot_l3: bool,
+    /// The inner flow of a VXLAN frame, the snapshot, the truncated flag: see the accessors
+    /// ([`Observation::inner`], [`Observation::snapshot`], [`Observation::truncated`]).
+    pub extras: Extras,
 }
 
-/// The encapsulated packet's flow of a VXLAN frame, kept out of line: most frames are not
-/// encapsulated, and an inline `Option<Flow>` made every observation 64 bytes larger (the
-/// correlator holds tens of thousands of them). Reads like the `Option<Flow>` it replaces.
+/// What few observations carry, behind one pointer that is null for most: the packet inside a
+/// VXLAN frame, the packet's first bytes (`-w FILE.pcapng`), whether parsing stopped early.
+/// Inline they made an observation 192 bytes instead of 128, and decoding + correlating is
+/// bounded by the bytes written and read back (`cargo xtask bench`, figure 5).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct InnerFlow(Option<Box<Flow>>);
+pub struct Extras(Option<Box<ExtraFields>>);
 
-impl InnerFlow {
-    pub fn new(flow: Option<Flow>) -> Self {
-        InnerFlow(flow.map(Box::new))
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ExtraFields {
+    inner: Option<Flow>,
+    truncated: bool,
+    snapshot: Vec<u8>,
+    snapshot_l3: bool,
+}
+
+impl Extras {
+    /// The extras, boxed only when one of them is set (so that equal extras compare equal).
+    pub fn new(inner: Option<Flow>, truncated: bool, snapshot: Vec<u8>, snapshot_l3: bool) -> Self {
+        let fields = ExtraFields {
+            inner,
+            truncated,
+            snapshot,
+            snapshot_l3,
+        };
+        Extras((fields != ExtraFields::default()).then(|| Box::new(fields)))
     }
 
-    pub fn as_ref(&self) -> Option<&Flow> {
+    fn fields(&self) -> Option<&ExtraFields> {
         self.0.as_deref()
     }
 
-    pub fn get(&self) -> Option<Flow> {
-        self.as_ref().copied()
-    }
-
-    pub fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.0.is_none()
-    }
-
-    /// The flow, as `Option::expect` (tests).
-    #[track_caller]
-    pub fn expect(&self, msg: &str) -> Flow {
-        self.get().expect(msg)
+    /// Changes them with `f`, keeping the box only if one is still set.
+    fn update(&mut self, f: impl FnOnce(&mut ExtraFields)) {
+        let mut fields = self.0.take().map(|b| *b).unwrap_or_default();
+        f(&mut fields);
+        *self = Extras::new(
+            fields.inner,
+            fields.truncated,
+            fields.snapshot,
+            fields.snapshot_l3,
+        );
     }
 }
 
-impl From<Option<Flow>> for InnerFlow {
-    fn from(flow: Option<Flow>) -> Self {
-        InnerFlow::new(flow)
-    }
-}
-
-impl From<Flow> for InnerFlow {
-    fn from(flow: Flow) -> Self {
-        InnerFlow::new(Some(flow))
-    }
-}
-
-impl PartialEq<Option<Flow>> for InnerFlow {
-    fn eq(&self, other: &Option<Flow>) -> bool {
-        self.as_ref() == other.as_ref()
-    }
-}
-
-/// As the `Option<Flow>` it replaces: `None` or `Some(Flow { .. })`.
-impl std::fmt::Debug for InnerFlow {
+/// As the fields would print inline.
+impl std::fmt::Debug for Extras {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_ref().fmt(f)
+        let none = ExtraFields::default();
+        let e = self.fields().unwrap_or(&none);
+        f.debug_struct("Extras")
+            .field("inner", &e.inner)
+            .field("truncated", &e.truncated)
+            .field("snapshot", &e.snapshot)
+            .field("snapshot_l3", &e.snapshot_l3)
+            .finish()
     }
 }
 
 impl Observation {
     /// The packet's identity: the inner flow for encapsulated frames.
     pub fn flow(&self) -> &Flow {
-        self.inner.as_ref().unwrap_or(&self.outer)
+        self.inner().unwrap_or(&self.outer)
+    }
+
+    /// The encapsulated packet when the frame was VXLAN.
+    pub fn inner(&self) -> Option<&Flow> {
+        self.extras.fields().and_then(|e| e.inner.as_ref())
+    }
+
+    pub fn set_inner(&mut self, inner: Option<Flow>) {
+        self.extras.update(|e| e.inner = inner);
+    }
+
+    /// Parsing stopped early because the frame ended inside a header.
+    pub fn truncated(&self) -> bool {
+        self.extras.fields().is_some_and(|e| e.truncated)
+    }
+
+    pub fn set_truncated(&mut self, truncated: bool) {
+        self.extras.update(|e| e.truncated = truncated);
+    }
+
+    /// The packet's first bytes when snapshots are on (empty otherwise).
+    pub fn snapshot(&self) -> &[u8] {
+        self.extras.fields().map_or(&[], |e| &e.snapshot)
+    }
+
+    /// The snapshot starts at the network header (drops), not at the Ethernet header.
+    pub fn snapshot_l3(&self) -> bool {
+        self.extras.fields().is_some_and(|e| e.snapshot_l3)
+    }
+
+    pub fn set_snapshot(&mut self, snapshot: Vec<u8>, l3: bool) {
+        self.extras.update(|e| {
+            e.snapshot = snapshot;
+            e.snapshot_l3 = l3;
+        });
     }
 
     /// A real drop (not a benign free).
@@ -325,7 +407,7 @@ impl Observation {
 
     /// A netfilter verdict.
     pub fn is_netfilter(&self) -> bool {
-        matches!(self.what, What::Netfilter { .. })
+        matches!(self.what, What::Netfilter(_))
     }
 }
 
@@ -387,13 +469,13 @@ impl Decoder<'_> {
     /// A netfilter verdict, with its packet's namespace, device and flows.
     pub fn decode_netfilter(&self, nf: &NetfilterEvent) -> Observation {
         let mut o = self.decode(&nf.event);
-        o.what = What::Netfilter {
+        o.what = What::Netfilter(Box::new(NfVerdict {
             family: nf_family_name(nf.family),
             hook: nf_hook_name(nf.family, nf.hook),
             table: Name::from(nf.table_name()),
             chain: Name::from(nf.chain_name()),
             verdict: nf_verdict_name(nf.verdict),
-        };
+        }));
         o
     }
 
@@ -409,13 +491,13 @@ impl Decoder<'_> {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),
             hook::TC_EGRESS => What::Hook(Dir::Egress),
             // Only the header: the names are in the rest of the record (decode_netfilter).
-            hook::NFT_DO_CHAIN => What::Netfilter {
-                family: Name::default(),
-                hook: Name::default(),
-                table: Name::default(),
-                chain: Name::default(),
-                verdict: Name::default(),
-            },
+            hook::NFT_DO_CHAIN => What::netfilter(
+                Name::default(),
+                Name::default(),
+                Name::default(),
+                Name::default(),
+                Name::default(),
+            ),
             _ => {
                 let reason = self.reasons.name(ev.drop_reason);
                 let location = self.kallsyms.symbolize(ev.location);
@@ -444,7 +526,6 @@ impl Decoder<'_> {
         };
         Observation {
             ts_ns: ev.ts_ns,
-            netns_cookie: ev.netns_cookie,
             netns,
             ifindex: ev.ifindex,
             ifname,
@@ -452,10 +533,12 @@ impl Decoder<'_> {
             len: ev.len,
             mark: ev.mark,
             outer: ev.outer,
-            inner: InnerFlow::new((ev.flags & flag::ENCAP != 0).then_some(ev.inner)),
-            truncated: ev.flags & flag::TRUNCATED != 0,
-            snapshot,
-            snapshot_l3,
+            extras: Extras::new(
+                (ev.flags & flag::ENCAP != 0).then_some(ev.inner),
+                ev.flags & flag::TRUNCATED != 0,
+                snapshot,
+                snapshot_l3,
+            ),
         }
     }
 }
@@ -463,10 +546,10 @@ impl Decoder<'_> {
 /// Drop reasons that do not mean the packet was lost. An ICMP echo reply arriving for a raw
 /// socket (iputils `ping` as root) is delivered to that socket as a clone; the original then
 /// finds no ICMP datagram ("ping") socket in `ping_rcv` and is freed with NO_SOCKET.
-pub fn benign_drop(reason: &str, location: &str, f: &Flow) -> Option<&'static str> {
+pub fn benign_drop(reason: &str, location: &str, f: &Flow) -> Option<Benign> {
     let echo_reply = matches!((f.l4, f.icmp_type), (1, 0) | (58, 129));
     (reason == "NO_SOCKET" && location.starts_with("ping_rcv") && echo_reply)
-        .then_some("no ICMP datagram socket wanted it; raw sockets (ping as root) got a copy")
+        .then_some(Benign::RawSocketCopy)
 }
 
 /// Protocol name of a flow, tcpdump style.
@@ -628,13 +711,7 @@ mod tests {
         let o = d.decode_record(&ev, bytes);
         assert_eq!(
             o.what,
-            What::Netfilter {
-                family: "ip".into(),
-                hook: "FORWARD".into(),
-                table: "filter".into(),
-                chain: "FORWARD".into(),
-                verdict: "DROP".into(),
-            }
+            What::netfilter("ip", "FORWARD", "filter", "FORWARD", "DROP")
         );
         assert_eq!(
             (o.netns.as_str(), o.ifname.as_deref(), o.len),
@@ -646,21 +723,19 @@ mod tests {
         // What nftables returns on Linux >= 6.8 after freeing a dropped packet is a drop; an
         // accept in the bridge family's BROUTING hook is named so.
         nf.verdict = (1 << 16) | nf::STOLEN;
-        assert!(
-            matches!(d.decode_netfilter(&nf).what, What::Netfilter { ref verdict, .. } if verdict == "DROP")
-        );
+        assert!(d.decode_netfilter(&nf).what.is_nf_drop());
         nf.family = nf::proto::BRIDGE;
         nf.hook = 5;
         nf.verdict = nf::ACCEPT;
-        let What::Netfilter {
+        let What::Netfilter(v) = d.decode_netfilter(&nf).what else {
+            panic!("netfilter")
+        };
+        let NfVerdict {
             family,
             hook,
             verdict,
             ..
-        } = d.decode_netfilter(&nf).what
-        else {
-            panic!("netfilter")
-        };
+        } = *v;
         assert_eq!(
             (family.as_str(), hook.as_str(), verdict.as_str()),
             ("bridge", "BROUTING", "ACCEPT")
@@ -708,7 +783,7 @@ mod tests {
         let o = d.decode(&ev);
         assert_eq!(o.netns, "netns:5");
         assert_eq!(o.ifname.as_deref(), Some("if9"));
-        assert!(o.inner.is_some());
+        assert!(o.inner().is_some());
     }
 
     #[test]
@@ -744,30 +819,46 @@ mod tests {
     }
 
     /// The correlator holds every hop of the last tens of milliseconds: each byte here is
-    /// tens of kilobytes there, and its speed follows (issue 6, figure 5).
+    /// tens of kilobytes there, and its speed follows (issue 6, figure 5). Two cache lines.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn an_observation_stays_small() {
-        assert!(
-            std::mem::size_of::<Observation>() <= 192,
-            "{} bytes",
-            std::mem::size_of::<Observation>()
-        );
-        assert_eq!(std::mem::size_of::<What>(), 48);
+        assert_eq!(std::mem::size_of::<Observation>(), 128);
+        assert_eq!(std::mem::size_of::<What>(), 24);
     }
 
     #[test]
-    fn the_inner_flow_reads_like_an_option() {
+    fn extras_are_boxed_only_when_set_and_compare_by_value() {
         let f = Flow {
             l4: 17,
             ..Default::default()
         };
-        let i = InnerFlow::from(f);
-        assert!(i.is_some() && !i.is_none());
-        assert_eq!(i, Some(f));
-        assert_eq!(i.expect("set").l4, 17);
-        assert_eq!(format!("{:?}", InnerFlow::default()), "None");
-        assert_eq!(format!("{i:?}"), format!("{:?}", Some(f)));
-        assert_eq!(InnerFlow::new(None), None::<Flow>);
+        let mut o = Decoder {
+            names: &names(),
+            reasons: &DropReasons::default(),
+            kallsyms: &Kallsyms::default(),
+        }
+        .decode(&Event::default());
+        assert_eq!(o.extras, Extras::default());
+        assert!(o.extras.fields().is_none(), "nothing set, nothing boxed");
+        o.set_inner(Some(f));
+        o.set_truncated(true);
+        o.set_snapshot(vec![1, 2], true);
+        assert_eq!(
+            (o.inner(), o.truncated(), o.snapshot(), o.snapshot_l3()),
+            (Some(&f), true, &[1u8, 2][..], true)
+        );
+        assert_eq!(o.flow(), &f);
+        assert_eq!(o.extras, Extras::new(Some(f), true, vec![1, 2], true));
+        // Unset one by one: back to no box at all, equal to extras never set.
+        o.set_inner(None);
+        o.set_truncated(false);
+        o.set_snapshot(Vec::new(), false);
+        assert!(o.extras.fields().is_none());
+        assert_eq!(o.extras, Extras::default());
+        assert_eq!(
+            format!("{:?}", Extras::default()),
+            "Extras { inner: None, truncated: false, snapshot: [], snapshot_l3: false }"
+        );
     }
 }

@@ -176,7 +176,6 @@ mod tests {
     fn hop(ts: u64, ns: &str, ifname: &str, dir: Dir) -> Observation {
         Observation {
             ts_ns: ts,
-            netns_cookie: 0,
             netns: ns.into(),
             ifindex: 0,
             ifname: Some(ifname.into()),
@@ -184,10 +183,7 @@ mod tests {
             len: 0,
             mark: 0,
             outer: Flow::default(),
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 

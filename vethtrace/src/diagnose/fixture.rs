@@ -261,7 +261,6 @@ pub fn path(f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
             };
             Observation {
                 ts_ns: 1000 * n as u64,
-                netns_cookie: 0,
                 netns: netns.to_string().into(),
                 ifindex: 0,
                 ifname: Some(ifname.to_string().into()),
@@ -269,10 +268,7 @@ pub fn path(f: Flow, hops: &[(&str, &str, &str)]) -> PacketPath {
                 len: 84,
                 mark: 0,
                 outer: f,
-                inner: Default::default(),
-                truncated: false,
-                snapshot: Vec::new(),
-                snapshot_l3: false,
+                extras: Default::default(),
             }
         })
         .collect();

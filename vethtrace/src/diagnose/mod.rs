@@ -386,7 +386,6 @@ mod tests {
     fn hop(ns: &str, ifname: &str, what: What) -> Observation {
         Observation {
             ts_ns: 0,
-            netns_cookie: 0,
             netns: ns.into(),
             ifindex: 0,
             ifname: Some(ifname.into()),
@@ -394,10 +393,7 @@ mod tests {
             len: 0,
             mark: 0,
             outer: Flow::default(),
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 

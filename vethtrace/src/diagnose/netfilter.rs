@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::{
-    decode::{Dir, Observation, What},
+    decode::{Dir, NfVerdict, Observation, What},
     netconf::{counter_deltas, Chain, Delta, NetConfig, Rule},
 };
 
@@ -124,7 +124,7 @@ fn layer_verdict<'a>(leg: &Leg<'a>) -> Option<&'a Observation> {
         .iter()
         .take_while(|h| h.ts_ns <= drop.ts_ns)
         .filter(|h| h.netns == drop.netns)
-        .filter(|h| matches!(&h.what, What::Netfilter { verdict, .. } if verdict == "DROP"))
+        .filter(|h| h.what.is_nf_drop())
         .last()
 }
 
@@ -145,12 +145,12 @@ fn attribute_from_layer<'a>(
     ns: &str,
 ) -> Option<(Attribution, Basis<'a>)> {
     let v = layer_verdict(leg)?;
-    let What::Netfilter {
-        hook, table, chain, ..
-    } = &v.what
-    else {
+    let What::Netfilter(nf) = &v.what else {
         return None;
     };
+    let NfVerdict {
+        hook, table, chain, ..
+    } = &**nf;
     let cfg = cx.config(ns);
     let delta = match (cfg, cx.before.get(ns), cx.after.get(ns)) {
         (Some(cfg), Some(b), Some(a)) => counter_deltas(b, a).into_iter().find(|d| {
@@ -273,14 +273,14 @@ fn attribution_evidence(
     cfg: Option<&NetConfig>,
 ) -> Vec<String> {
     let mut e = Vec::new();
-    if let Some(What::Netfilter {
-        family,
-        hook,
-        table,
-        chain,
-        verdict,
-    }) = basis.verdict.map(|v| &v.what)
-    {
+    if let Some(What::Netfilter(nf)) = basis.verdict.map(|v| &v.what) {
+        let NfVerdict {
+            family,
+            hook,
+            table,
+            chain,
+            verdict,
+        } = &**nf;
         e.push(format!(
             "{ns}: nft_do_chain returned {verdict} for {table} {chain} ({family} {hook} hook)"
         ));
@@ -423,7 +423,7 @@ pub(super) fn missing_masquerade(p: &Probe, cx: &Context) -> Option<Finding> {
     }
     let leg = Leg::request(p);
     leg.hooks.iter().find_map(|h| {
-        if !matches!(h.what, What::Hook(Dir::Egress)) || h.inner.is_some() || h.netns == p.from_netns
+        if !matches!(h.what, What::Hook(Dir::Egress)) || h.inner().is_some() || h.netns == p.from_netns
         {
             return None;
         }
@@ -771,13 +771,7 @@ mod tests {
         let mut v = p.hops[2].clone();
         v.netns = ns.into();
         v.ts_ns -= 1;
-        v.what = What::Netfilter {
-            family: "ip".into(),
-            hook: hook.into(),
-            table: table.into(),
-            chain: chain.into(),
-            verdict: verdict.into(),
-        };
+        v.what = What::netfilter("ip", hook, table, chain, verdict);
         p.hops.insert(2, v);
         p
     }

@@ -107,7 +107,7 @@ pub fn walk_from_hop(topo: &Topology, hop: &Observation, dst: IpAddr) -> Walk {
             topo,
             At {
                 step,
-                encap: hop.inner.is_some(),
+                encap: hop.inner().is_some(),
                 via: None,
             },
             dst,

@@ -13,7 +13,7 @@ use vethtrace_common::Flow;
 
 use crate::{
     correlate::PacketPath,
-    decode::{proto_name, Dir, Observation, What},
+    decode::{proto_name, Dir, NfVerdict, Observation, What},
     events::Counters,
 };
 
@@ -42,7 +42,7 @@ fn hop(b: &mut Vec<u8>, packet: u64, n: usize, t0: u64, o: &Observation) -> io::
         What::Freed {
             reason, location, ..
         } => ("drop", None, Some((reason, location, true))),
-        What::Netfilter { .. } => ("netfilter", None, None),
+        What::Netfilter(_) => ("netfilter", None, None),
     };
     b.extend_from_slice(b"{\"type\":\"");
     b.extend_from_slice(kind.as_bytes());
@@ -74,7 +74,7 @@ fn hop(b: &mut Vec<u8>, packet: u64, n: usize, t0: u64, o: &Observation) -> io::
     b.push(b',');
     layer_fields(b, &o.outer);
     b.extend_from_slice(b",\"inner\":");
-    match o.inner.as_ref() {
+    match o.inner() {
         Some(f) => {
             b.push(b'{');
             layer_fields(b, f);
@@ -96,14 +96,14 @@ fn hop(b: &mut Vec<u8>, packet: u64, n: usize, t0: u64, o: &Observation) -> io::
         }
         None => b.extend_from_slice(b",\"reason\":null,\"location\":null,\"benign\":null"),
     }
-    if let What::Netfilter {
-        family,
-        hook,
-        table,
-        chain,
-        verdict,
-    } = &o.what
-    {
+    if let What::Netfilter(nf) = &o.what {
+        let NfVerdict {
+            family,
+            hook,
+            table,
+            chain,
+            verdict,
+        } = &**nf;
         for (name, value) in [
             ("family", family),
             ("hook", hook),
@@ -284,7 +284,6 @@ mod tests {
         f.dst[..4].copy_from_slice(&[10, 222, 1, 4]);
         Observation {
             ts_ns: ts,
-            netns_cookie: 1,
             netns: "busybox".into(),
             ifindex: 2,
             ifname: Some("eth0".into()),
@@ -292,10 +291,7 @@ mod tests {
             len: 98,
             mark: 0,
             outer: f,
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 
@@ -352,13 +348,7 @@ mod tests {
                 obs(1_000, What::Hook(Dir::Egress)),
                 obs(
                     6_000,
-                    What::Netfilter {
-                        family: "ip".into(),
-                        hook: "FORWARD".into(),
-                        table: "filter".into(),
-                        chain: "FORWARD".into(),
-                        verdict: "DROP".into(),
-                    },
+                    What::netfilter("ip", "FORWARD", "filter", "FORWARD", "DROP"),
                 ),
             ],
         };
@@ -513,19 +503,13 @@ mod tests {
                     Some(location.as_str()),
                     Some(true),
                 ),
-                What::Netfilter {
-                    family,
-                    hook,
-                    table,
-                    chain,
-                    verdict,
-                } => {
+                What::Netfilter(nf) => {
                     netfilter = Some(Netfilter {
-                        family,
-                        hook,
-                        table,
-                        chain,
-                        verdict,
+                        family: &nf.family,
+                        hook: &nf.hook,
+                        table: &nf.table,
+                        chain: &nf.chain,
+                        verdict: &nf.verdict,
                     });
                     ("netfilter", None, None, None, None)
                 }
@@ -542,7 +526,7 @@ mod tests {
                 dir,
                 len: o.len,
                 outer: layer(&o.outer),
-                inner: o.inner.as_ref().map(layer),
+                inner: o.inner().map(layer),
                 reason,
                 location,
                 benign,
@@ -660,15 +644,15 @@ mod tests {
                         3 => What::Freed {
                             reason: r.pick(&texts).into(),
                             location: r.pick(&texts).into(),
-                            why: "benign",
+                            why: crate::decode::Benign::RawSocketCopy,
                         },
-                        _ => What::Netfilter {
-                            family: r.pick(&texts).into(),
-                            hook: r.pick(&texts).into(),
-                            table: r.pick(&texts).into(),
-                            chain: r.pick(&texts).into(),
-                            verdict: r.pick(&texts).into(),
-                        },
+                        _ => What::netfilter(
+                            r.pick(&texts),
+                            r.pick(&texts),
+                            r.pick(&texts),
+                            r.pick(&texts),
+                            r.pick(&texts),
+                        ),
                     };
                     let mut o = obs(t, what);
                     o.netns = r.pick(&names).into();
@@ -676,9 +660,8 @@ mod tests {
                     o.ifindex = r.next() as u32;
                     o.len = r.next() as u32;
                     o.outer = random_flow(&mut r);
-                    o.inner = (r.next().is_multiple_of(3))
-                        .then(|| random_flow(&mut r))
-                        .into();
+                    let inner = (r.next().is_multiple_of(3)).then(|| random_flow(&mut r));
+                    o.set_inner(inner);
                     o
                 })
                 .collect();

@@ -257,10 +257,10 @@ fn places<'a>(
         let dir = match &h.what {
             What::Hook(d) => *d,
             What::Drop { .. } => return (out, Some(h)),
-            What::Freed { .. } | What::Netfilter { .. } => continue,
+            What::Freed { .. } | What::Netfilter(_) => continue,
         };
         let ifname = ifname_of(h);
-        let encap = h.inner.is_some().then_some(&h.outer);
+        let encap = h.inner().is_some().then_some(&h.outer);
         if let Some(last) = out
             .last_mut()
             .filter(|p| p.netns == h.netns && p.ifname == ifname)
@@ -663,7 +663,6 @@ mod tests {
     fn obs(ts_us: u64, netns: &str, ifname: &str, what: What) -> Observation {
         Observation {
             ts_ns: ts_us * 1000,
-            netns_cookie: 0,
             netns: netns.into(),
             ifindex: 0,
             ifname: Some(ifname.into()),
@@ -671,10 +670,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: icmp(),
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 
@@ -707,7 +703,7 @@ mod tests {
             ..Default::default()
         };
         ip4(&mut outer, [172, 30, 0, 1], [172, 30, 0, 2]);
-        o.inner = o.outer.into();
+        o.set_inner(Some(o.outer));
         o.outer = outer;
         o
     }
@@ -979,7 +975,7 @@ mod tests {
     #[test]
     fn without_underlay_hooks_the_vxlan_leg_is_described_from_the_topology() {
         let mut hops = flannel_hops();
-        hops.retain(|h| h.inner.is_none());
+        hops.retain(|h| h.inner().is_none());
         let s = segments(&hops, &flannel());
         assert_eq!(
             s[3].via,
@@ -1061,7 +1057,7 @@ mod tests {
             What::Freed {
                 reason: "NO_SOCKET".into(),
                 location: "ping_rcv+0xb3".into(),
-                why: "raw socket got a copy",
+                why: crate::decode::Benign::RawSocketCopy,
             },
         );
         let hops = [eg(1, "a", "eth0"), ing(4, "b", "eth0"), freed];

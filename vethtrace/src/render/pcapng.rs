@@ -97,12 +97,12 @@ impl<W: Write> PcapngWriter<W> {
     /// ingress" (the caller builds it). Observations with an empty snapshot are skipped
     /// (`Ok(false)`).
     pub fn write(&mut self, obs: &Observation, comment: &str) -> io::Result<bool> {
-        if obs.snapshot.is_empty() {
+        if obs.snapshot().is_empty() {
             return Ok(false);
         }
         let interface_id = self.interface(obs)?;
         // Never more than the interface's snaplen; the kernel side already caps at 192.
-        let data = &obs.snapshot[..obs.snapshot.len().min(SNAPLEN as usize)];
+        let data = &obs.snapshot()[..obs.snapshot().len().min(SNAPLEN as usize)];
         // Original length must not be below the captured length. At a drop, skb->len may no
         // longer count the IP header (the transport layer pulled it) while the snapshot starts
         // at it, so the skb length can be the smaller one.
@@ -138,7 +138,7 @@ impl<W: Write> PcapngWriter<W> {
         let key = InterfaceKey {
             netns: obs.netns.to_string(),
             ifname: obs.ifname.as_deref().map(str::to_string),
-            l3: obs.snapshot_l3,
+            l3: obs.snapshot_l3(),
         };
         if let Some(&id) = self.interfaces.get(&key) {
             return Ok(id);
@@ -148,7 +148,7 @@ impl<W: Write> PcapngWriter<W> {
         let name = format!("{}/{}", obs.netns, obs.ifname.as_deref().unwrap_or("-"));
         let description = format!("netns {}, ifindex {}", obs.netns, obs.ifindex);
         let idb = InterfaceDescriptionBlock {
-            linktype: if obs.snapshot_l3 {
+            linktype: if obs.snapshot_l3() {
                 DataLink::RAW
             } else {
                 DataLink::ETHERNET
@@ -177,7 +177,7 @@ fn epb_flags(what: &What) -> u32 {
     match what {
         What::Hook(Dir::Ingress) => EPB_INBOUND,
         What::Hook(Dir::Egress) => EPB_OUTBOUND,
-        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => 0,
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter(_) => 0,
     }
 }
 
@@ -185,7 +185,7 @@ fn epb_flags(what: &What) -> u32 {
 fn packet_comment(obs: &Observation, comment: &str) -> String {
     let fate = match &obs.what {
         // A netfilter verdict has no snapshot, so it is never written.
-        What::Hook(_) | What::Netfilter { .. } => None,
+        What::Hook(_) | What::Netfilter(_) => None,
         What::Drop { reason, location } => Some(format!("dropped: {reason} at {location}")),
         What::Freed {
             reason,
@@ -312,7 +312,6 @@ mod tests {
         let snapshot = if drop { l3 } else { ethernet(&l3, 0x0800) };
         Observation {
             ts_ns,
-            netns_cookie: 4096,
             netns: netns.into(),
             ifindex,
             ifname: ifname.map(Into::into),
@@ -320,10 +319,7 @@ mod tests {
             len: snapshot.len() as u32 + 100,
             mark: 0,
             outer: Flow::default(),
-            inner: Default::default(),
-            truncated: false,
-            snapshot,
-            snapshot_l3: drop,
+            extras: crate::decode::Extras::new(None, false, snapshot, drop),
         }
     }
 
@@ -349,7 +345,7 @@ mod tests {
         let c = obs("node", Some("br-veth01"), 7, What::Hook(Dir::Egress), 3_000);
         let d = obs("node", None, 0, drop_what(), 4_000);
         let mut empty = obs("ns2", Some("eth0"), 3, What::Hook(Dir::Ingress), 5_000);
-        empty.snapshot.clear();
+        empty.set_snapshot(Vec::new(), false);
         assert!(w.write(&a, "hop 1/4: ns1 veth0 egress").expect("a"));
         assert!(w.write(&b, "hop 2/4: node br-veth01 ingress").expect("b"));
         assert!(w.write(&c, "hop 3/4: node br-veth01 egress").expect("c"));
@@ -515,11 +511,11 @@ mod tests {
         o.what = What::Freed {
             reason: "NO_SOCKET".into(),
             location: "ping_rcv+0x50".into(),
-            why: "raw sockets got a copy",
+            why: crate::decode::Benign::RawSocketCopy,
         };
         assert_eq!(
             packet_comment(&o, "hop 3/3: ns2"),
-            "hop 3/3: ns2 — freed: NO_SOCKET at ping_rcv+0x50 (raw sockets got a copy)"
+            "hop 3/3: ns2 — freed: NO_SOCKET at ping_rcv+0x50 (no ICMP datagram socket wanted it; raw sockets (ping as root) got a copy)"
         );
         assert_eq!(epb_flags(&o.what), 0);
         assert_eq!(fit_option("é".repeat(40_000)).len(), MAX_OPTION_BYTES);
@@ -637,10 +633,10 @@ mod tests {
     fn tshark_reads_l3_drop_snapshots_as_raw_ip() {
         let mut w = PcapngWriter::new(Vec::new(), OFFSET).expect("header");
         let mut v4 = obs("ns2", Some("eth0"), 3, drop_what(), 1);
-        v4.snapshot = ipv4_icmp([10, 0, 0, 1], [10, 0, 0, 2]);
+        v4.set_snapshot(ipv4_icmp([10, 0, 0, 1], [10, 0, 0, 2]), true);
         let mut v6 = obs("ns2", Some("eth0"), 3, drop_what(), 2);
-        v6.snapshot = ipv6_udp(1, 2);
-        v6.len = v6.snapshot.len() as u32;
+        v6.set_snapshot(ipv6_udp(1, 2), true);
+        v6.len = v6.snapshot().len() as u32;
         w.write(&v4, "").expect("v4");
         w.write(&v6, "").expect("v6");
         assert_eq!(w.interfaces(), 1);

@@ -7,7 +7,7 @@ use vethtrace_common::Flow;
 
 use crate::{
     correlate::PacketPath,
-    decode::{proto_name, Dir, Observation, What},
+    decode::{proto_name, Dir, NfVerdict, Observation, What},
     diagnose::Finding,
 };
 
@@ -82,7 +82,7 @@ pub fn hop_place(h: &Observation) -> String {
     let ifname = h.ifname.as_deref().unwrap_or("-");
     match &h.what {
         What::Hook(dir) => format!("{} {ifname} {dir}", h.netns),
-        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => {
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter(_) => {
             format!("{}, on {ifname}", h.netns)
         }
     }
@@ -146,7 +146,7 @@ pub fn packet_styled(
                 // `+{dt}µs` is 3 characters and the digits.
                 pad(out, 8usize.saturating_sub(3 + decimal_digits(dt)))?;
                 write!(out, "+{dt}µs")?;
-                if h.inner.is_some() {
+                if h.inner().is_some() {
                     out.write_all(b"  (vxlan)")?;
                 }
                 out.write_all(b"\n")?;
@@ -165,7 +165,7 @@ pub fn packet_styled(
                 write_place(out, h)?;
                 writeln!(out, ": {reason} at {location} ({why}){reset}  +{dt}µs")?;
             }
-            What::Netfilter { .. } => {
+            What::Netfilter(_) => {
                 let style = if netfilter_drops(h) { red } else { dim };
                 writeln!(
                     out,
@@ -190,7 +190,7 @@ fn write_place(out: &mut impl Write, h: &Observation) -> io::Result<()> {
             out.write_all(b" ")?;
             out.write_all(dir_name(*dir).as_bytes())
         }
-        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => {
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter(_) => {
             out.write_all(b", on ")?;
             out.write_all(ifname.as_bytes())
         }
@@ -203,7 +203,7 @@ fn place_chars(h: &Observation) -> usize {
     let names = h.netns.chars().count() + ifname.chars().count();
     match &h.what {
         What::Hook(dir) => names + 2 + dir_name(*dir).len(),
-        What::Drop { .. } | What::Freed { .. } | What::Netfilter { .. } => names + 5,
+        What::Drop { .. } | What::Freed { .. } | What::Netfilter(_) => names + 5,
     }
 }
 
@@ -236,16 +236,16 @@ fn pad(out: &mut impl Write, n: usize) -> io::Result<()> {
 
 /// `netfilter in node: filter FORWARD (ip FORWARD hook) → DROP` for a netfilter verdict.
 pub fn netfilter_line(h: &Observation) -> Option<String> {
-    let What::Netfilter {
+    let What::Netfilter(nf) = &h.what else {
+        return None;
+    };
+    let NfVerdict {
         family,
         hook,
         table,
         chain,
         verdict,
-    } = &h.what
-    else {
-        return None;
-    };
+    } = &**nf;
     Some(format!(
         "netfilter in {}: {table} {chain} ({family} {hook} hook) → {verdict}",
         h.netns
@@ -253,7 +253,7 @@ pub fn netfilter_line(h: &Observation) -> Option<String> {
 }
 
 fn netfilter_drops(h: &Observation) -> bool {
-    matches!(&h.what, What::Netfilter { verdict, .. } if verdict == "DROP")
+    h.what.is_nf_drop()
 }
 
 /// Findings under a packet: what happened, why, and what to change.
@@ -291,7 +291,6 @@ mod tests {
     fn hop(ts: u64, ns: &str, ifname: &str, what: What) -> Observation {
         Observation {
             ts_ns: ts,
-            netns_cookie: 0,
             netns: ns.into(),
             ifindex: 0,
             ifname: Some(ifname.into()),
@@ -299,10 +298,7 @@ mod tests {
             len: 84,
             mark: 0,
             outer: flow(),
-            inner: Default::default(),
-            truncated: false,
-            snapshot: Vec::new(),
-            snapshot_l3: false,
+            extras: Default::default(),
         }
     }
 
@@ -368,13 +364,7 @@ mod tests {
     }
 
     fn verdict(v: &str) -> What {
-        What::Netfilter {
-            family: "ip".into(),
-            hook: "FORWARD".into(),
-            table: "filter".into(),
-            chain: "FORWARD".into(),
-            verdict: v.into(),
-        }
+        What::netfilter("ip", "FORWARD", "filter", "FORWARD", v)
     }
 
     #[test]
@@ -442,7 +432,7 @@ mod tests {
             .unwrap_or(0);
         for h in &p.hops {
             let place = hop_place(h);
-            let encap = if h.inner.is_some() { "  (vxlan)" } else { "" };
+            let encap = if h.inner().is_some() { "  (vxlan)" } else { "" };
             let _ = match &h.what {
                 What::Hook(_) => writeln!(
                     out,
@@ -463,7 +453,7 @@ mod tests {
                     "{indent}  {dim}· freed in {place}: {reason} at {location} ({why}){reset}  {}",
                     since(t0, h.ts_ns)
                 ),
-                What::Netfilter { .. } => {
+                What::Netfilter(_) => {
                     let style = if netfilter_drops(h) { red } else { dim };
                     writeln!(
                         out,
@@ -513,7 +503,7 @@ mod tests {
                         4 => What::Freed {
                             reason: "NO_SOCKET".into(),
                             location: "ping_rcv+0x1".into(),
-                            why: "benign",
+                            why: crate::decode::Benign::RawSocketCopy,
                         },
                         _ => verdict(if next() % 2 == 0 { "DROP" } else { "ACCEPT" }),
                     };
@@ -522,7 +512,7 @@ mod tests {
                         o.ifname = None;
                     }
                     if next() % 4 == 0 {
-                        o.inner = flow().into();
+                        o.set_inner(Some(flow()));
                     }
                     o
                 })
