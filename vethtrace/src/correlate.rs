@@ -175,7 +175,7 @@ impl Correlator {
     /// Decodes a ring-buffer record (its header `ev` as [`Event::with_decoded`] read it) and
     /// adds it as [`Correlator::push`] would: its packet is found from the raw header, and the
     /// observation is decoded straight into that packet's hops instead of being built on the
-    /// way and moved in (about 190 bytes an event: see `cargo xtask bench`, figure 5).
+    /// way and moved in (128 bytes an event: see `cargo xtask bench`, figure 5).
     #[inline]
     pub fn push_record(&mut self, decoder: &Decoder<'_>, ev: &Event, record: &[u8]) {
         // The flow `Observation::flow` answers once decoded: the inner one when encapsulated.
@@ -246,7 +246,6 @@ impl Correlator {
             // New (the index now names it), or left behind by a flushed packet.
             None => false,
         };
-        self.last_ts.push_back(ts);
         let hint = match self.hops_hint {
             0 => FIRST_HOPS_HINT,
             n => n,
@@ -258,7 +257,10 @@ impl Correlator {
         }
         self.spare = Vec::with_capacity(hint);
         prefetch(&self.spare);
+        // The hop first, the slot after: if decoding panicked, the slots would be as they
+        // were (an index entry naming the slot number not made yet reads as a flushed one).
         push_in_place(&mut hops, make);
+        self.last_ts.push_back(ts);
         self.slots.push_back(Some(Open {
             path: PacketPath { key, hops },
             shadows,

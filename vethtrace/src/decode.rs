@@ -102,8 +102,8 @@ impl std::fmt::Display for Dir {
 }
 
 /// What happened at an observation point. Its names are [`Name`]s (one word each) and the
-/// rare netfilter verdict is boxed, so that an observation stays small (128 bytes, two cache
-/// lines): the correlator holds every hop of the last tens of milliseconds, and its speed is
+/// rare netfilter verdict is boxed, so that an observation stays small (128 bytes): the
+/// correlator holds every hop of the last tens of milliseconds, and its speed is
 /// bounded by how many bytes that is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
@@ -468,29 +468,34 @@ impl Decoder<'_> {
 
     /// A netfilter verdict, with its packet's namespace, device and flows.
     pub fn decode_netfilter(&self, nf: &NetfilterEvent) -> Observation {
-        let mut o = self.decode(&nf.event);
-        o.what = What::Netfilter(Box::new(NfVerdict {
+        let what = What::Netfilter(Box::new(NfVerdict {
             family: nf_family_name(nf.family),
             hook: nf_hook_name(nf.family, nf.hook),
             table: Name::from(nf.table_name()),
             chain: Name::from(nf.chain_name()),
             verdict: nf_verdict_name(nf.verdict),
         }));
-        o
+        self.observation_of(&nf.event, what, Vec::new(), false)
     }
 
     pub fn decode(&self, ev: &Event) -> Observation {
         self.observation(ev, Vec::new(), false)
     }
 
-    /// The observation built in place (it is a few hundred bytes, and decoding runs per event):
-    /// always inlined, so that the struct is written straight into the caller's destination.
+    /// The observation built in place (decoding runs per event): always inlined, so that the
+    /// struct is written straight into the caller's destination.
     #[inline(always)]
     fn observation(&self, ev: &Event, snapshot: Vec<u8>, snapshot_l3: bool) -> Observation {
-        let what = match ev.hook {
+        self.observation_of(ev, self.what(ev), snapshot, snapshot_l3)
+    }
+
+    /// What the event says happened; a netfilter verdict's names are in the rest of its record
+    /// ([`Decoder::decode_netfilter`]), so from the header alone they are empty.
+    #[inline(always)]
+    fn what(&self, ev: &Event) -> What {
+        match ev.hook {
             hook::TC_INGRESS => What::Hook(Dir::Ingress),
             hook::TC_EGRESS => What::Hook(Dir::Egress),
-            // Only the header: the names are in the rest of the record (decode_netfilter).
             hook::NFT_DO_CHAIN => What::netfilter(
                 Name::default(),
                 Name::default(),
@@ -517,7 +522,18 @@ impl Decoder<'_> {
                     None => What::Drop { reason, location },
                 }
             }
-        };
+        }
+    }
+
+    /// [`Decoder::observation`] with `what` given.
+    #[inline(always)]
+    fn observation_of(
+        &self,
+        ev: &Event,
+        what: What,
+        snapshot: Vec<u8>,
+        snapshot_l3: bool,
+    ) -> Observation {
         let (netns, ifname) = if ev.flags & flag::NO_DEVICE != 0 {
             (self.names.netns_name(ev.netns_cookie), None)
         } else {
