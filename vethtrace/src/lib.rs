@@ -6,6 +6,7 @@
 //! and entering namespaces ([`netns`]) are the edges; [`lab`] builds namespaced topologies for
 //! the demo, the tests and the benchmarks. Each subcommand lives in [`commands`].
 
+pub mod allocator;
 pub mod attach;
 pub mod btf;
 pub mod cli;

@@ -7,9 +7,11 @@ use clap::Parser;
 use vethtrace::cli::Cli;
 
 /// mimalloc rather than the system allocator: a live trace allocates and frees every packet's
-/// hops (`correlate`), and glibc's malloc/free and the page faults of its trimmed heap were a
-/// tenth of what decoding and correlating an event cost (`cargo xtask bench`, figure 5; the
-/// bench uses the same allocator).
+/// hops, and glibc's malloc/free and the page faults of its trimmed heap cost 15–20% of the
+/// events a second of decode + correlate (`cargo xtask bench`, figure 5, which measures with
+/// the same allocator). What the start leaves behind is handed back once a trace is ready
+/// (`vethtrace::allocator`).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -162,6 +162,7 @@ pub fn run(args: &TraceArgs, out: &mut impl Write) -> Result<ExitCode> {
         }
         None => None,
     };
+    crate::allocator::release_startup_memory();
     if let Some(f) = &args.ready_file {
         std::fs::write(f, b"").with_context(|| format!("create --ready-file {}", f.display()))?;
     }
