@@ -271,6 +271,8 @@ async fn trace_loop<W: Write, P: Write>(
     let mut period = crate::events::DRAIN_INTERVAL;
     let deadline = plan.duration.map(|d| Instant::now() + d);
     let mut corr = Correlator::default();
+    // The packets each tick flushes, in one list kept across ticks.
+    let mut flushed = Vec::new();
     let done = |sink: &Sink<'_, W, P>| plan.count.is_some_and(|n| sink.packets >= n);
     loop {
         tokio::select! {
@@ -284,7 +286,8 @@ async fn trace_loop<W: Write, P: Write>(
                 } else {
                     crate::events::DRAIN_INTERVAL
                 };
-                for p in corr.flush_idle(monotonic_now_ns(), IDLE.as_nanos() as u64) {
+                corr.flush_idle_into(monotonic_now_ns(), IDLE.as_nanos() as u64, &mut flushed);
+                for p in flushed.drain(..) {
                     sink.packet(&p)?;
                     if done(sink) {
                         return Ok(());
