@@ -356,11 +356,8 @@ impl Correlator {
         self.last_ts.clear();
         self.base += self.slots.len() as u64;
         self.live = 0;
-        let mut all: Vec<PacketPath> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .flatten()
-            .map(|o| o.path)
-            .collect();
+        // Drained, not taken: the queue keeps its room for the packets after.
+        let mut all: Vec<PacketPath> = self.slots.drain(..).flatten().map(|o| o.path).collect();
         all.sort_by_key(PacketPath::first_ts);
         all
     }

@@ -313,7 +313,12 @@ struct ExtraFields {
 
 impl Extras {
     /// The extras, boxed only when one of them is set (so that equal extras compare equal).
+    #[inline]
     pub fn new(inner: Option<Flow>, truncated: bool, snapshot: Vec<u8>, snapshot_l3: bool) -> Self {
+        // Most observations: nothing to box, decided without building the fields.
+        if inner.is_none() && !truncated && snapshot.is_empty() && !snapshot_l3 {
+            return Extras(None);
+        }
         let fields = ExtraFields {
             inner,
             truncated,
