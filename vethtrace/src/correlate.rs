@@ -746,16 +746,19 @@ mod tests {
         matches_the_reference(Some(|_: &PacketKey| 7));
     }
 
-    /// Random streams through the correlator and the reference, compared after every flush.
-    fn matches_the_reference(hash_fn: Option<fn(&PacketKey) -> u64>) {
-        // xorshift: the same cases on every run.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
+    /// A xorshift generator: the same cases on every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// Random streams through the correlator and the reference, compared after every flush.
+    fn matches_the_reference(hash_fn: Option<fn(&PacketKey) -> u64>) {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for round in 0..40 {
             let (mut c, mut r) = (Correlator::default(), Reference::default());
             c.index.hash_fn = hash_fn;
@@ -877,13 +880,7 @@ mod tests {
             reasons: &reasons,
             kallsyms: &kallsyms,
         };
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..10 {
             let (mut c, mut r) = (Correlator::default(), Reference::default());
             let mut now = 0u64;

@@ -136,6 +136,27 @@ pub struct NfVerdict {
     pub verdict: Name,
 }
 
+impl NfVerdict {
+    /// `filter FORWARD (ip FORWARD hook)`: the chain and where it hooks.
+    pub fn chain_text(&self) -> String {
+        format!(
+            "{} {} ({} {} hook)",
+            self.table, self.chain, self.family, self.hook
+        )
+    }
+
+    /// Every field with its name, in the order NDJSON writes them.
+    pub fn fields(&self) -> [(&'static str, &Name); 5] {
+        [
+            ("family", &self.family),
+            ("hook", &self.hook),
+            ("table", &self.table),
+            ("chain", &self.chain),
+            ("verdict", &self.verdict),
+        ]
+    }
+}
+
 impl What {
     /// A netfilter verdict (tests and fixtures build them field by field).
     pub fn netfilter(

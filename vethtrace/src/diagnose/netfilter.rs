@@ -274,15 +274,10 @@ fn attribution_evidence(
 ) -> Vec<String> {
     let mut e = Vec::new();
     if let Some(What::Netfilter(nf)) = basis.verdict.map(|v| &v.what) {
-        let NfVerdict {
-            family,
-            hook,
-            table,
-            chain,
-            verdict,
-        } = &**nf;
         e.push(format!(
-            "{ns}: nft_do_chain returned {verdict} for {table} {chain} ({family} {hook} hook)"
+            "{ns}: nft_do_chain returned {} for {}",
+            nf.verdict,
+            nf.chain_text()
         ));
     }
     match (&basis.delta, cfg) {

@@ -13,7 +13,7 @@ use vethtrace_common::Flow;
 
 use crate::{
     correlate::PacketPath,
-    decode::{proto_name, Dir, NfVerdict, Observation, What},
+    decode::{proto_name, Dir, Observation, What},
     events::Counters,
 };
 
@@ -97,20 +97,7 @@ fn hop(b: &mut Vec<u8>, packet: u64, n: usize, t0: u64, o: &Observation) -> io::
         None => b.extend_from_slice(b",\"reason\":null,\"location\":null,\"benign\":null"),
     }
     if let What::Netfilter(nf) = &o.what {
-        let NfVerdict {
-            family,
-            hook,
-            table,
-            chain,
-            verdict,
-        } = &**nf;
-        for (name, value) in [
-            ("family", family),
-            ("hook", hook),
-            ("table", table),
-            ("chain", chain),
-            ("verdict", verdict),
-        ] {
+        for (name, value) in nf.fields() {
             b.extend_from_slice(b",\"");
             b.extend_from_slice(name.as_bytes());
             b.extend_from_slice(b"\":");

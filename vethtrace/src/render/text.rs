@@ -7,7 +7,7 @@ use vethtrace_common::Flow;
 
 use crate::{
     correlate::PacketPath,
-    decode::{proto_name, Dir, NfVerdict, Observation, What},
+    decode::{proto_name, Dir, Observation, What},
     diagnose::Finding,
 };
 
@@ -239,16 +239,11 @@ pub fn netfilter_line(h: &Observation) -> Option<String> {
     let What::Netfilter(nf) = &h.what else {
         return None;
     };
-    let NfVerdict {
-        family,
-        hook,
-        table,
-        chain,
-        verdict,
-    } = &**nf;
     Some(format!(
-        "netfilter in {}: {table} {chain} ({family} {hook} hook) → {verdict}",
-        h.netns
+        "netfilter in {}: {} → {}",
+        h.netns,
+        nf.chain_text(),
+        nf.verdict
     ))
 }
 
