@@ -166,7 +166,7 @@ pub fn packet_styled(
                 writeln!(out, ": {reason} at {location} ({why}){reset}  +{dt}µs")?;
             }
             What::Netfilter(_) => {
-                let style = if netfilter_drops(h) { red } else { dim };
+                let style = if h.what.is_nf_drop() { red } else { dim };
                 writeln!(
                     out,
                     "{indent}  {style}· {}{reset}  {}",
@@ -245,10 +245,6 @@ pub fn netfilter_line(h: &Observation) -> Option<String> {
         nf.chain_text(),
         nf.verdict
     ))
-}
-
-fn netfilter_drops(h: &Observation) -> bool {
-    h.what.is_nf_drop()
 }
 
 /// Findings under a packet: what happened, why, and what to change.
@@ -449,7 +445,7 @@ mod tests {
                     since(t0, h.ts_ns)
                 ),
                 What::Netfilter(_) => {
-                    let style = if netfilter_drops(h) { red } else { dim };
+                    let style = if h.what.is_nf_drop() { red } else { dim };
                     writeln!(
                         out,
                         "{indent}  {style}· {}{reset}  {}",
